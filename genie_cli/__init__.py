@@ -1,0 +1,1 @@
+"""The ``genie`` command line: a thin Typer layer over ``genie_core``."""

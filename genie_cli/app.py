@@ -1,0 +1,33 @@
+"""The Typer app. Command modules import torch only inside their functions, so help is instant."""
+
+from __future__ import annotations
+
+import typer
+
+from genie_cli import reconstruct, tokenize
+
+app = typer.Typer(
+    name="genie",
+    help="Learn a playable world model from unlabelled video (after DeepMind's Genie).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+)
+
+app.command("tokenize")(tokenize.tokenize)
+app.command("reconstruct")(reconstruct.reconstruct)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    if version:
+        from genie_core.version import __version__
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+def main() -> None:
+    app()

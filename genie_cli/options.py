@@ -1,0 +1,16 @@
+"""Shared option aliases (Annotated), so every command spells them the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")]
+Precision = Annotated[str, typer.Option("--precision", help="bf16 (autocast) or fp32.")]
+Checkpoint = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="A checkpoint (.safetensors).")]
+Preset = Annotated[str, typer.Option("--preset", "-p", help="Preset name (see presets/) or a YAML file.")]
+Overrides = Annotated[Optional[list[str]], typer.Option("--set", help="Override a preset value: section.key=value (repeatable).")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON line per file on stdout.")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]

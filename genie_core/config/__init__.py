@@ -1,0 +1,171 @@
+"""Typed configuration: one frozen dataclass per component, nested in GenieConfig, read from
+named YAML presets (``presets/*.yaml``) with strict checking and ``--set a.b=value`` overrides.
+
+No torch import here: the CLI resolves presets before it loads any model.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from genie_core.config.base import convert, from_dict, to_dict
+from genie_core.config.dynamics import DynamicsConfig
+from genie_core.config.lam import LamConfig
+from genie_core.config.tokenizer import TokenizerConfig
+from genie_core.config.train import DataConfig, OptimConfig, TrainConfig
+from genie_core.errors import ConfigError
+
+__all__ = [
+    "GenieConfig", "DataConfig", "OptimConfig", "TrainConfig", "TokenizerConfig", "LamConfig",
+    "DynamicsConfig", "load_preset", "list_presets", "preset_path", "parse_overrides",
+    "from_dict", "to_dict", "convert", "config_to_json", "config_from_json",
+]
+
+
+@dataclass(frozen=True)
+class GenieConfig:
+    """The whole tree a preset describes. A YAML preset maps one to one onto it."""
+
+    name: str = "custom"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    lam: LamConfig = field(default_factory=LamConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _presets_dir() -> Path:
+    """Presets ship as the ``genie_presets`` package data; fall back to the source tree."""
+    try:
+        path = Path(str(resources.files("genie_presets")))
+        if path.is_dir() and any(path.glob("*.yaml")):
+            return path
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parents[2] / "presets"
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in _presets_dir().glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    """A preset name (``tiny``) or a path to a YAML file."""
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"preset file not found: {name}")
+        return path
+    path = _presets_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset '{name}' (available: {', '.join(list_presets())})")
+    return path
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a preset must be a mapping at the top level")
+    return raw
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _raw_preset(name: str, seen: tuple[str, ...] = ()) -> tuple[dict, str]:
+    """Raw dict of a preset with ``inherit: other`` resolved (deep merge, child wins)."""
+    path = preset_path(name)
+    raw = _read_yaml(path)
+    parent = raw.pop("inherit", None)
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise ConfigError(f"{path}: 'inherit' must be a preset name")
+        if parent in seen:
+            raise ConfigError(f"{path}: preset inheritance loops through '{parent}'")
+        base, _ = _raw_preset(parent, seen + (name,))
+        raw = _deep_merge(base, raw)
+    return raw, str(path)
+
+
+def parse_overrides(overrides: Iterable[str]) -> list[tuple[list[str], Any]]:
+    """``section.key=value`` strings to (key path, YAML-parsed value) pairs."""
+    parsed = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects section.key=value, got '{item}'")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        parsed.append(([k.strip() for k in key.strip().split(".")], value))
+    return parsed
+
+
+def _apply_override(raw: dict, keys: list[str], value: Any, item: str) -> None:
+    node = raw
+    for depth, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            where = ".".join(keys[: depth + 1])
+            raise ConfigError(f"--set {item}: '{where}' is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_preset(name: str, overrides: Iterable[str] = ()) -> GenieConfig:
+    """Resolve a preset (name or YAML path) with ``--set`` overrides into a GenieConfig.
+
+    Each call builds fresh frozen objects, so nothing a caller does can mutate a preset.
+    """
+    raw, source = _raw_preset(name)
+    raw.setdefault("name", Path(name).stem)
+    for keys, value in parse_overrides(overrides):
+        item = f"{'.'.join(keys)}={value!r}"
+        _apply_override(raw, keys, value, item)
+        # Check each override on its own so the error names it, not the preset file.
+        try:
+            from_dict(GenieConfig, raw, source=source)
+        except ConfigError as err:
+            raise ConfigError(f"--set {'.'.join(keys)}: {str(err).split(': ', 1)[-1]}") from None
+    return from_dict(GenieConfig, raw, source=source)
+
+
+def config_to_json(cfg: Any) -> str:
+    return json.dumps(to_dict(cfg), sort_keys=True)
+
+
+def config_from_json(cls: type, text: str, source: str = "<checkpoint>") -> Any:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise ConfigError(f"{source}: config is not valid JSON") from None
+    return from_dict(cls, data, source=source)
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    """dataclasses.replace re-exported for convenience (configs are frozen)."""
+    return dataclasses.replace(cfg, **changes)

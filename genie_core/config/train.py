@@ -1,0 +1,66 @@
+"""Data and optimisation configs shared by all three training stages (Genie §3; nanoGPT-style loop)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Clips cut from a folder of videos: resolution, frames per clip, frame stride."""
+
+    resolution: tuple[int, int] = (64, 64)  # (H, W) every frame is resized/centre-cropped to
+    num_frames: int = 16  # frames per training clip (also the dynamics context window)
+    frame_stride: int = 1  # take every k-th frame
+    val_fraction: float = 0.1  # files held out for validation (deterministic by file name)
+
+    def __post_init__(self) -> None:
+        if min(self.resolution) < 8:
+            raise ValueError(f"resolution must be at least 8x8, got {self.resolution}")
+        if self.num_frames < 2:
+            raise ValueError(f"num_frames must be >= 2, got {self.num_frames}")
+        if self.frame_stride < 1:
+            raise ValueError(f"frame_stride must be >= 1, got {self.frame_stride}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """One stage's optimiser and schedule: AdamW, linear warmup, cosine decay to min_lr."""
+
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1  # cosine floor as a fraction of lr
+    warmup_steps: int = 100
+    weight_decay: float = 0.01  # applied to matrices / conv kernels only
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0  # 0 disables
+    grad_accum: int = 1
+    ema_decay: float = 0.0  # 0 disables EMA weights
+    eval_every: int = 200
+    save_every: int = 1000
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum", "eval_every", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Per-stage optimisation plus settings shared by every stage."""
+
+    tokenizer: OptimConfig = field(default_factory=OptimConfig)
+    lam: OptimConfig = field(default_factory=OptimConfig)
+    dynamics: OptimConfig = field(default_factory=OptimConfig)
+    precision: Literal["bf16", "fp32"] = "bf16"
+    num_threads: int = 0  # 0: torch's default
+    seed: int = 0
