@@ -119,6 +119,11 @@ def parse_overrides(overrides: Iterable[str]) -> list[tuple[list[str], Any]]:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text
+        if isinstance(value, str):  # YAML 1.1 reads '1e-3' as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         parsed.append(([k.strip() for k in key.strip().split(".")], value))
     return parsed
 

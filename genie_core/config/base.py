@@ -56,7 +56,7 @@ def convert(value: Any, tp: Any, where: str, source: str) -> Any:
             return tuple(convert(v, args[0], f"{where}[{i}]", source) for i, v in enumerate(value))
         if len(args) != len(value):
             raise ConfigError(f"{source}: '{where}' must have {len(args)} items, got {value!r}")
-        return tuple(convert(v, a, f"{where}[{i}]", source) for i, (v, a) in enumerate(zip(args, value)))
+        return tuple(convert(v, a, f"{where}[{i}]", source) for i, (a, v) in enumerate(zip(args, value)))
     if origin in (dict, Mapping, typing.Mapping) or tp is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{source}: '{where}' must be a mapping, got {value!r}")
