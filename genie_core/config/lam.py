@@ -1,10 +1,69 @@
-"""Latent action model config (Genie §2.1). PLACEHOLDER: the LAM work replaces this."""
+"""Latent action model config (Genie §2.1 and appendix A.3): ST-transformer encoder and decoder
+over pixel patches, a small VQ codebook of latent actions between them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
 class LamConfig:
-    num_actions: int = 8
+    """Defaults follow the paper's shape at a CPU-friendly size (paper: 8 codes of dim 32)."""
+
+    # Frame size (H, W) the model is trained on and that inference resizes to; None (the presets'
+    # default) means "data.resolution" and the training stage fills it in before building.
+    resolution: tuple[int, int] | None = None
+    num_actions: int = 8  # VQ codebook size (paper: 8; the CoinRun case study: 6)
+    action_dim: int = 32  # dimension of each latent action code
+    patch_size: int = 8  # square pixel patches; frame sides must be multiples of it
+    model_dim: int = 256
+    encoder_depth: int = 4
+    decoder_depth: int = 4
+    heads: int = 4
+    qk_norm: bool = True
+    # Encoder input per frame: its patches plus the patches of x_t - x_{t-1} (a causal function of
+    # frames <= t, so the encoder still sees only frames <= t+1; it makes motion easy to see).
+    frame_diff: bool = True
+    # Decoder outputs x_{t+1} - x_t added to x_t (an identity prior; x_t is already its input).
+    predict_residual: bool = True
+    recon_loss: Literal["mse", "l1", "mse+l1"] = "mse"
+    # VQ: codebook + commitment losses (van den Oord 2017), or EMA codebook updates when
+    # codebook_ema > 0 (then codebook_weight is unused).
+    commitment_weight: float = 0.25
+    codebook_weight: float = 1.0
+    codebook_ema: float = 0.0
+    normalize_codes: bool = False  # cosine-similarity VQ: l2-normalise latents and codes
+    # Dead-code reset: a code whose running share of assignments falls below
+    # dead_code_fraction / num_actions is moved onto a random latent from the batch.
+    dead_code_fraction: float = 0.1
+    usage_decay: float = 0.95  # running average of code usage (per training step)
+    # Inference on long videos: windows of context_frames frames overlapping by window_overlap
+    # (every transition gets exactly one action, with >= window_overlap - 1 frames of past).
+    context_frames: int = 16
+    window_overlap: int = 8
+
+    def __post_init__(self) -> None:
+        if self.num_actions < 2:
+            raise ValueError(f"num_actions must be >= 2, got {self.num_actions}")
+        for name in ("action_dim", "patch_size", "model_dim", "encoder_depth", "decoder_depth", "heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.resolution is not None and (min(self.resolution) < 1 or any(
+                side % self.patch_size for side in self.resolution)):
+            raise ValueError(f"resolution {list(self.resolution)} must be positive multiples of "
+                             f"patch_size ({self.patch_size})")
+        if self.model_dim % self.heads:
+            raise ValueError(f"model_dim ({self.model_dim}) must be divisible by heads ({self.heads})")
+        if not 0.0 <= self.codebook_ema < 1.0:
+            raise ValueError(f"codebook_ema must be in [0, 1), got {self.codebook_ema}")
+        if not 0.0 <= self.usage_decay < 1.0:
+            raise ValueError(f"usage_decay must be in [0, 1), got {self.usage_decay}")
+        if not 0.0 <= self.dead_code_fraction < 1.0:
+            raise ValueError(f"dead_code_fraction must be in [0, 1), got {self.dead_code_fraction}")
+        if self.commitment_weight < 0 or self.codebook_weight < 0:
+            raise ValueError("commitment_weight and codebook_weight must be >= 0")
+        if self.context_frames < 2:
+            raise ValueError(f"context_frames must be >= 2, got {self.context_frames}")
+        if not 1 <= self.window_overlap < self.context_frames:
+            raise ValueError(f"window_overlap must be in [1, context_frames), got {self.window_overlap}")
