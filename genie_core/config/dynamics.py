@@ -1,10 +1,96 @@
-"""Dynamics model config (Genie §2.1, MaskGIT). PLACEHOLDER: the dynamics work replaces this."""
+"""Dynamics model config (Genie §2.1 and appendix: a MaskGIT ST-transformer over the tokenizer's
+ids, latent actions as additive embeddings) and its MaskGIT sampling defaults (Chang et al. 2022).
+
+``code_bits``, ``token_size``, ``num_actions`` and ``context_frames`` describe the tokenizer, the
+LAM and the data the model is paired with; a preset states them so that the model builds from
+the preset alone, and the training stage / World replace them with the real models' values.
+No torch import here.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+Schedule = Literal["cosine", "linear", "square", "sqrt"]
+Unmask = Literal["confidence", "random"]
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Iterative MaskGIT decoding of one frame (defaults for ``genie play`` and evaluation)."""
+
+    steps: int = 25  # the paper's 25 steps
+    temperature: float = 1.0  # divides the LOGITS; 0 picks the most likely token
+    schedule: Schedule = "cosine"  # fraction still masked after step i of n
+    unmask: Unmask = "confidence"  # which sampled tokens to keep: most confident, or random
+    choice_temperature: float = 0.0  # MaskGIT's annealed Gumbel noise on the confidences (0: none)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"sampling.steps must be >= 1, got {self.steps}")
+        if self.temperature < 0:
+            raise ValueError(f"sampling.temperature must be >= 0, got {self.temperature}")
+        if self.choice_temperature < 0:
+            raise ValueError(f"sampling.choice_temperature must be >= 0, got {self.choice_temperature}")
 
 
 @dataclass(frozen=True)
 class DynamicsConfig:
+    """MaskGIT ST-transformer over token ids (B, T, h, w) with vocabulary 2**code_bits."""
+
+    # What the model is paired with (filled from the tokenizer / LAM / data by the stage).
+    code_bits: int = 10  # ids are in [0, 2**code_bits): the LFQ tokenizer's total bits
+    token_size: tuple[int, int] = (4, 4)  # (h, w) tokens per frame
+    num_actions: int = 8  # the LAM's codebook size
+    context_frames: int = 16  # frames a generated frame attends to, itself included
+
+    # The transformer (Genie's CoinRun dynamics: 12 layers x 512).
     model_dim: int = 256
+    depth: int = 4
+    heads: int = 4
+    qk_norm: bool = True
+    ffw_mult: float = 4.0
+
+    # Factorised vocabulary: ids split into groups of at most this many bits, each with its own
+    # input embedding (summed) and softmax head (losses summed): 18 bits -> two 512-way heads.
+    max_group_bits: int = 10
+
+    # Training mask (Genie §2.1): frames after the first, Bernoulli at a rate ~ U(min, max).
+    mask_rate_min: float = 0.5
+    mask_rate_max: float = 1.0
+
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.code_bits <= 30:
+            raise ValueError(f"code_bits must be in [1, 30], got {self.code_bits}")
+        if min(self.token_size) < 1:
+            raise ValueError(f"token_size must be positive, got {self.token_size}")
+        if self.num_actions < 1:
+            raise ValueError(f"num_actions must be >= 1, got {self.num_actions}")
+        if self.context_frames < 2:
+            raise ValueError(f"context_frames must be >= 2, got {self.context_frames}")
+        if self.model_dim < 1 or self.depth < 1 or self.heads < 1:
+            raise ValueError("model_dim, depth and heads must be >= 1")
+        if self.model_dim % self.heads:
+            raise ValueError(f"model_dim {self.model_dim} is not divisible by heads {self.heads}")
+        if (self.model_dim // self.heads) % 2:
+            raise ValueError(f"head size {self.model_dim // self.heads} must be even (rotary positions)")
+        if not 1 <= self.max_group_bits <= 16:
+            raise ValueError(f"max_group_bits must be in [1, 16], got {self.max_group_bits}")
+        if not 0.0 < self.mask_rate_min <= self.mask_rate_max <= 1.0:
+            raise ValueError(f"need 0 < mask_rate_min <= mask_rate_max <= 1, got "
+                             f"{self.mask_rate_min}, {self.mask_rate_max}")
+
+    @property
+    def group_bits(self) -> tuple[int, ...]:
+        """Bits per output group, as even as possible; group 0 holds the lowest bits of an id."""
+        n = math.ceil(self.code_bits / self.max_group_bits)
+        base, extra = divmod(self.code_bits, n)
+        return tuple(base + (1 if i < extra else 0) for i in range(n))
+
+    @property
+    def vocab_size(self) -> int:
+        return 2 ** self.code_bits
