@@ -1,9 +1,14 @@
-"""Shared CLI plumbing: one-line errors with exit code 2, input expansion (file, folder, stdin)."""
+"""Shared CLI plumbing: one-line errors with exit code 2, input expansion (file, folder, stdin),
+JSON lines and a progress bar. No torch here: help must stay instant."""
 
 from __future__ import annotations
 
 import functools
+import json
+import math
+import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -45,3 +50,152 @@ def warn(message: str) -> None:
 
 def stdin_paths() -> list[Path]:
     return [Path(line.strip()) for line in sys.stdin if line.strip()]
+
+
+# ---- inputs: one file, a folder (mirrored), or paths on stdin ------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    """One input file and the output it becomes."""
+
+    src: Path
+    dst: Path
+
+
+@dataclass
+class Inputs:
+    jobs: list[Job]
+    batch: bool  # folder or stdin mode: bad files are skipped (exit 3), not fatal
+    missing: list[Path] = field(default_factory=list)  # stdin paths that do not exist
+
+
+def _mirror(files: list[Path], root: Path, out_dir: Path, suffix: str) -> list[Job]:
+    """Mirror ``files`` (under ``root``) into ``out_dir`` with ``suffix``; ``a.mp4`` and ``a.gif``
+    side by side keep their full names (``a.mp4.npz``) so neither overwrites the other."""
+    rels = [f.relative_to(root) for f in files]
+    plain = [r.with_suffix(suffix) for r in rels]
+    clash = {p for p in plain if plain.count(p) > 1}
+    return [Job(f, out_dir / (p if p not in clash else r.with_name(r.name + suffix)))
+            for f, r, p in zip(files, rels, plain)]
+
+
+def expand_inputs(source: str, output: Path, suffix: str) -> Inputs:
+    """Resolve INPUT (a file, a folder searched recursively, or ``-`` for paths on stdin, one
+    per line) and OUTPUT (a file, or a folder that mirrors the input tree) into jobs."""
+    from genie_core.video import find_videos
+
+    if source == "-":
+        if output.exists() and not output.is_dir():
+            fail(f"with '-' the output must be a folder, and {output} is a file")
+        paths = stdin_paths()
+        if not paths:
+            fail("no paths on stdin")
+        found = [p for p in paths if p.is_file()]
+        missing = [p for p in paths if not p.is_file()]
+        files = list(dict.fromkeys(p.resolve() for p in found))
+        root = Path(os.path.commonpath([f.parent for f in files])) if files else Path.cwd()
+        return Inputs(_mirror(files, root, output, suffix), batch=True, missing=missing)
+    path = Path(source)
+    if path.is_dir():
+        if output.exists() and not output.is_dir():
+            fail(f"input {path} is a folder, so the output must be a folder, and {output} is a file")
+        files = find_videos(path)
+        if not files:
+            fail(f"no videos found in {path}")
+        return Inputs(_mirror(files, path, output, suffix), batch=True)
+    if not path.exists():
+        fail(f"file not found: {path}")
+    if output.is_dir():
+        return Inputs([Job(path, output / (path.stem + suffix))], batch=False)
+    return Inputs([Job(path, output)], batch=False)
+
+
+def check_suffix(path: Path, allowed: tuple[str, ...], what: str) -> None:
+    if path.suffix.lower() not in allowed:
+        fail(f"{what} {path} must end in {' or '.join(allowed)}")
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """``64x96`` (H x W) or ``64`` (square) to (H, W)."""
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    try:
+        if len(parts) == 1:
+            return int(parts[0]), int(parts[0])
+        if len(parts) == 2:
+            return int(parts[0]), int(parts[1])
+    except ValueError:
+        pass
+    fail(f"--size expects HxW (e.g. 64x64), got '{text}'")
+    raise AssertionError  # unreachable: fail() exits
+
+
+# ---- output: JSON lines or a human summary on stdout, progress on stderr -------------------
+
+def json_number(value: float) -> float | None:
+    """JSON has no inf/nan: a perfect reconstruction's PSNR (inf) becomes null."""
+    return float(value) if math.isfinite(value) else None
+
+
+def emit_json(record: dict[str, Any]) -> None:
+    typer.echo(json.dumps(record, sort_keys=False))
+
+
+def progress(total: int, label: str) -> Any:
+    """A Rich progress bar on stderr for many files (nothing for one file or when stderr is not a
+    terminal). Use as ``with progress(n, "tokenize") as advance: ... advance()``."""
+    return _Progress(total, label)
+
+
+class _Progress:
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label, self.bar = total, label, None
+
+    def __enter__(self) -> Callable[[], None]:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if self.total > 1 and console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            # Results printed to a terminal stdout go above the bar; piped stdout stays clean.
+            self.bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), console=console, transient=True,
+                                redirect_stdout=sys.stdout.isatty(), redirect_stderr=True)
+            self.bar.start()
+            task = self.bar.add_task(self.label, total=self.total)
+            return lambda: self.bar.advance(task)  # type: ignore[union-attr]
+        return lambda: None
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def report_skipped(path: Path, message: str) -> None:
+    """Folder/stdin mode: one line per skipped input on stderr."""
+    typer.echo(f"skipped {path}: {message}", err=True)
+
+
+def open_tokenizer(checkpoint: Path | None, preset: str | None, overrides: list[str] | None,
+                   device: str, precision: str, threads: int, window: int | None) -> Any:
+    """The tokenizer a command asked for (``genie_core.api.LoadedTokenizer``); imports torch."""
+    from genie_core.runtime import set_threads
+    from genie_core import api
+
+    if precision not in ("bf16", "fp32"):
+        fail(f"unknown precision '{precision}' (use bf16 or fp32)")
+    if checkpoint is not None and preset is not None:
+        fail("give --checkpoint or --preset, not both")
+    if checkpoint is not None and overrides:
+        fail("--set changes a preset; a checkpoint carries its own config")
+    if checkpoint is None and preset is None:
+        fail("a tokenizer is needed: --checkpoint FILE (or --preset NAME for an untrained one)")
+    set_threads(threads)
+    tok = api.load_tokenizer(checkpoint, preset=preset, overrides=overrides or (), device=device,
+                             window=window)
+    if checkpoint is None:
+        warn(f"no --checkpoint: using an UNTRAINED tokenizer from preset '{preset}' "
+             "(fine for smoke tests, meaningless tokens)")
+    return tok

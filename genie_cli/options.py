@@ -14,3 +14,14 @@ Preset = Annotated[str, typer.Option("--preset", "-p", help="Preset name (see pr
 Overrides = Annotated[Optional[list[str]], typer.Option("--set", help="Override a preset value: section.key=value (repeatable).")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON line per file on stdout.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+Threads = Annotated[int, typer.Option("--threads", help="CPU threads for torch (0: torch's default).")]
+OptionalPreset = Annotated[Optional[str], typer.Option(
+    "--preset", "-p", help="Without --checkpoint: build an UNTRAINED tokenizer from this preset "
+    "(for smoke tests; its tokens mean nothing).")]
+Size = Annotated[Optional[str], typer.Option(
+    "--size", help="Frame size HxW the video is fitted to (centre crop, then resize). "
+    "Default: the size the tokenizer was trained at.")]
+Window = Annotated[Optional[int], typer.Option(
+    "--window", help="Frames per window; each window is tokenized on its own, so a long video is "
+    "never read whole. Default: the training clip length.", min=1)]
+BatchWindows = Annotated[int, typer.Option("--batch", help="Windows per forward pass.", min=1)]

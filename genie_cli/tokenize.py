@@ -1,8 +1,98 @@
-"""`genie tokenize` (placeholder: being written)."""
+"""`genie tokenize`: videos to token files (.npz) with a trained video tokenizer (Genie §2.1)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
 
-def tokenize() -> None:
-    """Not implemented yet."""
-    raise SystemExit("not implemented")
+import typer
+
+from genie_cli import options as opt
+from genie_cli.common import (EXIT_SKIPPED, check_suffix, emit_json, expand_inputs, handle_errors,
+                              open_tokenizer, parse_size, progress, report_skipped)
+
+
+@handle_errors
+def tokenize(
+    source: Annotated[str, typer.Argument(
+        metavar="INPUT", help="A video, a folder of videos (searched recursively), or - to read "
+        "paths from stdin, one per line.")],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="A .npz for one video; for a folder or -, a folder that mirrors "
+        "the input tree.")],
+    checkpoint: opt.Checkpoint = None,
+    preset: opt.OptionalPreset = None,
+    overrides: opt.Overrides = None,
+    size: opt.Size = None,
+    window: opt.Window = None,
+    batch: opt.BatchWindows = 4,
+    device: opt.Device = "auto",
+    precision: opt.Precision = "bf16",
+    threads: opt.Threads = 0,
+    json_out: opt.Json = False,
+) -> None:
+    """Turn videos into token files (.npz: int32 tokens (T', h, w) and JSON metadata).
+
+    Examples:
+
+      genie tokenize clip.mp4 -o clip.npz --checkpoint tok.safetensors
+
+      genie tokenize videos/ -o tokens/ -c tok.safetensors --json
+
+      find videos -name '*.mp4' | genie tokenize - -o tokens/ -c tok.safetensors
+
+    Exit codes: 0 all done; 2 bad input (nothing written);
+    3 folder or stdin mode: some inputs were skipped (each named on stderr), the rest tokenized.
+    """
+    hw = parse_size(size)
+    inputs = expand_inputs(source, output, ".npz")
+    if not inputs.batch:
+        check_suffix(inputs.jobs[0].dst, (".npz",), "output")
+    tok = open_tokenizer(checkpoint, preset, overrides, device, precision, threads, window)
+
+    from genie_core import api
+    from genie_core.errors import GenieError
+    from genie_core.tokens import save_tokens
+
+    skipped = 0
+    for path in inputs.missing:
+        skipped += 1
+        _report_error(path, None, "not a file", json_out)
+    with progress(len(inputs.jobs), "tokenize") as advance:
+        for job in inputs.jobs:
+            try:
+                ids, meta = api.tokenize_video(tok, job.src, size=hw, batch_windows=batch,
+                                               precision=precision)
+                save_tokens(job.dst, ids, meta)
+            except GenieError as err:
+                if not inputs.batch:
+                    raise
+                skipped += 1
+                _report_error(job.src, job.dst, str(err).splitlines()[0], json_out)
+                advance()
+                continue
+            _report_ok(job.src, job.dst, ids.shape, meta, json_out)
+            advance()
+    if skipped:
+        done = len(inputs.jobs) + len(inputs.missing) - skipped
+        typer.echo(f"tokenized {done} file(s), skipped {skipped}", err=True)
+        raise typer.Exit(EXIT_SKIPPED)
+
+
+def _report_ok(src: Path, dst: Path, shape: tuple[int, ...], meta: dict, json_out: bool) -> None:
+    if json_out:
+        emit_json({"input": str(src), "output": str(dst), "status": "ok", "shape": list(shape),
+                   "num_frames": meta["num_frames"], "fps": meta["fps"],
+                   "frame_size": meta["frame_size"], "seconds": meta["seconds"]})
+    else:
+        h, w = meta["frame_size"]
+        typer.echo(f"{src} -> {dst}: tokens {tuple(shape)} from {meta['num_frames']} frames "
+                   f"{h}x{w} at {meta['fps']:g} fps ({meta['seconds']:.2f} s)")
+
+
+def _report_error(src: Path, dst: Path | None, message: str, json_out: bool) -> None:
+    report_skipped(src, message)
+    if json_out:
+        emit_json({"input": str(src), "output": str(dst) if dst else None, "status": "error",
+                   "error": message})
+

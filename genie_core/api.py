@@ -1,0 +1,301 @@
+"""What the commands call: load a tokenizer, tokenize a video, reconstruct a video (Genie §2.1,
+the video tokenizer). Long videos stream through in windows (``video.iter_video``) and are never
+read whole; windows are batched and run under bf16 autocast.
+
+Each window is tokenized on its own, as the tokenizer saw clips in training; the encoder is
+causal, so a short last window is padded by repeating its last frame and the padding is trimmed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from genie_core.checkpoint import CheckpointError, load_checkpoint, read_metadata
+from genie_core.errors import GenieError
+from genie_core.runtime import inference, resolve_device
+from genie_core.tokens import file_digest
+from genie_core.version import TOKEN_FORMAT_VERSION, __version__
+
+DEFAULT_WINDOW = 16  # frames per window when neither the checkpoint nor the preset says
+TOKENIZER_KINDS = ("tokenizer", "world")  # a world bundle carries its tokenizer
+
+
+@dataclass
+class LoadedTokenizer:
+    """A tokenizer in eval mode with what the token files record about it."""
+
+    model: Any  # VideoTokenizer
+    device: torch.device
+    source: str  # checkpoint path, or "preset:<name>" for an untrained model
+    digest: str | None  # sha256 of the checkpoint file (16 hex); None when untrained
+    resolution: tuple[int, int] | None  # (H, W) it was trained at, when known
+    window: int  # frames per independently tokenized window (a multiple of time_downsample)
+
+    @property
+    def time_downsample(self) -> int:
+        return int(self.model.time_downsample)
+
+    @property
+    def space_downsample(self) -> int:
+        return int(self.model.space_downsample)
+
+
+def _round_window(window: int, time_downsample: int) -> int:
+    if window < 1:
+        raise GenieError(f"--window must be >= 1, got {window}")
+    return math.ceil(window / time_downsample) * time_downsample
+
+
+def _data_hints(meta: dict[str, str]) -> tuple[tuple[int, int] | None, int | None]:
+    """(resolution, clip length) recorded by training in a checkpoint's metadata, if any."""
+    raw = meta.get("data")
+    if not raw:
+        return None, None
+    try:
+        data = json.loads(raw)
+        res = data.get("resolution")
+        resolution = (int(res[0]), int(res[1])) if res else None
+        frames = data.get("num_frames")
+        return resolution, (int(frames) if frames else None)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None, None
+
+
+def load_tokenizer(checkpoint: str | os.PathLike | None = None, *, preset: str | None = None,
+                   overrides: tuple[str, ...] | list[str] = (), device: str | torch.device = "auto",
+                   window: int | None = None, seed: int = 0) -> LoadedTokenizer:
+    """A tokenizer from a checkpoint (kind ``tokenizer``, or the tokenizer of a ``world`` bundle),
+    or, with ``preset`` and no checkpoint, an untrained one seeded with ``seed`` (smoke tests)."""
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        meta = read_metadata(path)  # not found / not safetensors / not genie -> CheckpointError
+        if meta["kind"] not in TOKENIZER_KINDS:
+            raise CheckpointError(f"{path}: holds a {meta['kind']} checkpoint, expected a tokenizer"
+                                  " (or a world bundle)")
+        loaded = load_checkpoint(path, expect_kind=meta["kind"])
+        model = loaded if meta["kind"] == "tokenizer" else getattr(loaded, "tokenizer", None)
+        if model is None:
+            raise CheckpointError(f"{path}: world bundle without a tokenizer")
+        resolution, clip_frames = _data_hints(meta)
+        source, digest = str(path), file_digest(path)
+        disc = getattr(getattr(model, "config", None), "disc", None)
+        if resolution is None and disc is not None:  # the discriminator saw training frames
+            resolution = tuple(disc.inp_size)
+    elif preset is not None:
+        from genie_core.config import load_preset
+
+        cfg = load_preset(preset, overrides)
+        from genie_core.tokenizer import VideoTokenizer
+        with torch.random.fork_rng(devices=[]):  # deterministic weights, global RNG untouched
+            torch.manual_seed(seed)
+            model = VideoTokenizer.from_config(cfg.tokenizer)
+        resolution, clip_frames = tuple(cfg.data.resolution), cfg.data.num_frames
+        source, digest = f"preset:{preset}", None
+    else:
+        raise GenieError("a tokenizer is needed: pass --checkpoint FILE (or --preset NAME for an "
+                         "untrained one)")
+    model = model.to(dev).eval()
+    td = int(model.time_downsample)
+    win = _round_window(window or clip_frames or DEFAULT_WINDOW, td)
+    return LoadedTokenizer(model, dev, source, digest, resolution, win)
+
+
+def frame_size(tok: LoadedTokenizer, source_hw: tuple[int, int],
+               size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The (H, W) frames are fitted to: ``size``, else the training resolution, else the source
+    size cropped down to a multiple of the spatial downsampling."""
+    sd = tok.space_downsample
+    if size is None:
+        size = tok.resolution or (source_hw[0] // sd * sd, source_hw[1] // sd * sd)
+    h, w = int(size[0]), int(size[1])
+    if h < sd or w < sd or h % sd or w % sd:
+        raise GenieError(f"frame size {h}x{w} must be a positive multiple of the tokenizer's "
+                         f"spatial downsampling ({sd})")
+    return h, w
+
+
+# ---- streaming core ------------------------------------------------------------------------
+
+def _window_batches(path: Path, size: tuple[int, int], window: int,
+                    batch_windows: int) -> Iterator[list[np.ndarray]]:
+    from genie_core.video import iter_video
+
+    batch: list[np.ndarray] = []
+    for frames in iter_video(path, size=size, window=window):
+        if len(frames) == 0:
+            continue
+        batch.append(frames)
+        if len(batch) == batch_windows:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _pad_causal(frames: np.ndarray, length: int) -> np.ndarray:
+    """Repeat the last frame up to ``length`` frames; the causal encoder never lets the padding
+    change the tokens of the real frames before it."""
+    if len(frames) == length:
+        return frames
+    pad = np.repeat(frames[-1:], length - len(frames), axis=0)
+    return np.concatenate([frames, pad], axis=0)  # (length, H, W, 3)
+
+
+@dataclass
+class _WindowResult:
+    frames: np.ndarray  # uint8 (n, H, W, 3), the fitted input frames
+    ids: torch.Tensor  # int64 (T'_padded, h, w) on CPU; the padded tail is kept for decoding
+    num_latent: int  # latent frames that cover real frames: ceil(n / time_downsample)
+
+
+def _encode_windows(tok: LoadedTokenizer, path: Path, size: tuple[int, int], batch_windows: int,
+                    precision: str) -> Iterator[_WindowResult]:
+    from genie_core.video import to_model
+
+    td = tok.time_downsample
+    for batch in _window_batches(path, size, tok.window, batch_windows):
+        length = math.ceil(max(len(w) for w in batch) / td) * td
+        clip = np.stack([_pad_causal(w, length) for w in batch])  # (B, T, H, W, 3)
+        x = to_model(clip).to(tok.device)  # (B, 3, T, H, W) in [-1, 1]
+        with inference(tok.device, precision):
+            _, ids = tok.model.tokenize(x)  # (B, T', h, w)
+        ids = ids.long().cpu()
+        for frames, window_ids in zip(batch, ids):
+            yield _WindowResult(frames, window_ids, math.ceil(len(frames) / td))
+
+
+def _probe(path: Path) -> Any:
+    from genie_core.video import probe_video
+
+    return probe_video(path)
+
+
+# ---- tokenize ------------------------------------------------------------------------------
+
+def tokenize_video(tok: LoadedTokenizer, path: str | os.PathLike, *,
+                   size: tuple[int, int] | None = None, batch_windows: int = 4,
+                   precision: str = "bf16") -> tuple[np.ndarray, dict[str, Any]]:
+    """Token ids int32 (T', h, w) of a whole video, and the metadata a token file records."""
+    path = Path(path)
+    start = time.perf_counter()
+    info = _probe(path)
+    hw = frame_size(tok, (info.height, info.width), size)
+    chunks, num_frames = [], 0
+    for res in _encode_windows(tok, path, hw, batch_windows, precision):
+        chunks.append(res.ids[: res.num_latent])
+        num_frames += len(res.frames)
+    if num_frames == 0:
+        from genie_core.errors import VideoError
+        raise VideoError(f"{path}: no frames")
+    ids = torch.cat(chunks).numpy().astype(np.int32)  # (T', h, w)
+    meta = {
+        "format_version": TOKEN_FORMAT_VERSION,
+        "source": str(path),
+        "fps": float(info.fps),
+        "num_frames": num_frames,
+        "frame_size": list(hw),
+        "source_size": [int(info.height), int(info.width)],
+        "tokenizer": tok.source,
+        "tokenizer_digest": tok.digest,
+        "time_downsample": tok.time_downsample,
+        "space_downsample": tok.space_downsample,
+        "vocab_size": int(tok.model.vocab_size),
+        "window": tok.window,  # each window of this many frames was tokenized on its own
+        "genie_version": __version__,
+    }
+    meta["seconds"] = round(time.perf_counter() - start, 4)
+    return ids, meta
+
+
+# ---- reconstruct ---------------------------------------------------------------------------
+
+@dataclass
+class Reconstruction:
+    """Original (fitted) and reconstructed frames with per-frame PSNR / SSIM on [0, 1]."""
+
+    originals: np.ndarray  # uint8 (T, H, W, 3)
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    fps: float
+    psnr_per_frame: np.ndarray = field(repr=False)  # (T,)
+    ssim_per_frame: np.ndarray = field(repr=False)  # (T,)
+    seconds: float = 0.0
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return {"psnr": float(self.psnr_per_frame.mean()), "ssim": float(self.ssim_per_frame.mean())}
+
+
+def _frame_metrics(orig: np.ndarray, rec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame PSNR and SSIM of two uint8 (T, H, W, 3) arrays, on [0, 1]."""
+    from genie_core.metrics import psnr, ssim
+
+    a = torch.from_numpy(orig).permute(0, 3, 1, 2).float() / 255.0  # (T, 3, H, W)
+    b = torch.from_numpy(rec).permute(0, 3, 1, 2).float() / 255.0
+    return psnr(a, b).numpy(), ssim(a, b).numpy()
+
+
+def iter_reconstruction(tok: LoadedTokenizer, path: str | os.PathLike, *,
+                        size: tuple[int, int] | None = None, batch_windows: int = 4,
+                        precision: str = "bf16") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(original, reconstruction) uint8 (n, H, W, 3) window by window: encode, quantise, decode
+    the ids (the same path a token file takes), trim the causal padding."""
+    from genie_core.video import from_model
+
+    path = Path(path)
+    info = _probe(path)
+    hw = frame_size(tok, (info.height, info.width), size)
+    pending: list[_WindowResult] = []
+
+    def flush() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        ids = torch.stack([r.ids for r in pending]).to(tok.device)  # (B, T', h, w)
+        with inference(tok.device, precision):
+            video = tok.model.decode_ids(ids)  # (B, 3, T, H, W)
+        frames = from_model(video.float().clamp(-1, 1))  # uint8 (B, T, H, W, 3)
+        frames = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+        for r, rec in zip(pending, frames):
+            yield r.frames, rec[: len(r.frames)]
+        pending.clear()
+
+    for res in _encode_windows(tok, path, hw, batch_windows, precision):
+        pending.append(res)
+        if len(pending) == batch_windows:
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def reconstruct_video(tok: LoadedTokenizer, path: str | os.PathLike, *,
+                      size: tuple[int, int] | None = None, batch_windows: int = 4,
+                      precision: str = "bf16") -> Reconstruction:
+    """Reconstruct a whole video (same frame count and fps) with per-frame PSNR and SSIM."""
+    path = Path(path)
+    start = time.perf_counter()
+    fps = float(_probe(path).fps)
+    originals, frames, psnrs, ssims = [], [], [], []
+    for orig, rec in iter_reconstruction(tok, path, size=size, batch_windows=batch_windows,
+                                         precision=precision):
+        p, s = _frame_metrics(orig, rec)
+        originals.append(orig), frames.append(rec), psnrs.append(p), ssims.append(s)
+    if not frames:
+        from genie_core.errors import VideoError
+        raise VideoError(f"{path}: no frames")
+    return Reconstruction(np.concatenate(originals), np.concatenate(frames), fps,
+                          np.concatenate(psnrs), np.concatenate(ssims),
+                          seconds=time.perf_counter() - start)
+
+
+def compare_rows(rec: Reconstruction, max_frames: int = 8) -> list[np.ndarray]:
+    """[originals, reconstructions] at up to ``max_frames`` evenly spaced frames, for a grid."""
+    n = len(rec.frames)
+    idx = np.unique(np.linspace(0, n - 1, num=min(n, max_frames)).round().astype(int))
+    return [rec.originals[idx], rec.frames[idx]]
