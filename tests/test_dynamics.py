@@ -1,0 +1,210 @@
+"""Dynamics model (Genie §2.1): shapes, factorised vocabulary, masked loss against the original ids,
+causality, action alignment, cached == uncached generation, checkpoint round trip, overfitting."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from genie_core.config import load_preset
+from genie_core.dynamics import DynamicsModel, join_ids, masked_cross_entropy, random_future_mask, split_ids
+from genie_core.sampling import MASK_ID
+
+
+def _cfg(**changes):
+    return dataclasses.replace(load_preset("tiny").dynamics, **changes)
+
+
+def _model(seed: int = 0, **changes) -> DynamicsModel:
+    torch.manual_seed(seed)
+    return DynamicsModel(_cfg(**changes)).eval()
+
+
+def _data(model: DynamicsModel, B: int = 2, T: int | None = None, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    T = T or model.context_frames
+    h, w = model.token_size
+    ids = torch.randint(0, model.config.vocab_size, (B, T, h, w), generator=g)
+    actions = torch.randint(0, model.num_actions, (B, T - 1), generator=g)
+    return ids, actions
+
+
+def test_golden_shapes() -> None:
+    model = _model()
+    ids, actions = _data(model)
+    logits = model(ids, actions)
+    assert [tuple(lg.shape) for lg in logits] == [(2, 4, 4, 4, 1024)]
+    loss, metrics = model.loss(ids, actions)
+    assert loss.ndim == 0 and torch.isfinite(loss) and {"loss", "token_acc"} <= set(metrics)
+
+
+def test_factorised_head_for_18_bits() -> None:
+    model = _model(code_bits=18, max_group_bits=9)
+    assert model.group_bits == (9, 9)
+    ids, actions = _data(model)
+    assert ids.max() >= 512  # uses the high group
+    logits = model(ids, actions)
+    assert [lg.shape[-1] for lg in logits] == [512, 512]
+    n_out = model.head.weight.shape[0]
+    assert n_out == 1024  # not 2**18
+
+
+def test_split_join_round_trip() -> None:
+    ids = torch.arange(2 ** 11)
+    for groups in [(11,), (6, 5), (4, 4, 3)]:
+        digits = split_ids(ids, groups)
+        assert all(int(d.max()) < 2 ** b for d, b in zip(digits, groups))
+        assert torch.equal(join_ids(digits, groups), ids)
+
+
+def test_random_future_mask() -> None:
+    g = torch.Generator().manual_seed(0)
+    mask = random_future_mask((64, 5, 4, 4), 0.5, 1.0, g)
+    assert not mask[:, 0].any()
+    rate = mask[:, 1:].float().mean(dim=(1, 2, 3))
+    assert (rate > 0.3).all() and rate.mean().item() == pytest.approx(0.75, abs=0.06)
+    assert rate.std() > 0.05  # a rate per sample, not one for the batch
+
+
+def test_loss_targets_original_ids_at_masked_positions_only() -> None:
+    """CE is taken against the clean ids, at masked positions; a model that copied its (masked)
+    input could not score. Changing unmasked targets' loss contributions is impossible."""
+    logits = [torch.randn(6, 8)]
+    targets = torch.tensor([0, 1, 2, 3, 4, 5])
+    loss, _ = masked_cross_entropy(logits, targets, (3,))
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits[0], targets))
+
+    model = _model()
+    ids, actions = _data(model)
+    seen = {}
+    orig_forward = model.forward
+
+    def spy(inp, acts=None, select=None):
+        seen["inp"], seen["select"] = inp.clone(), select.clone()
+        return orig_forward(inp, acts, select)
+
+    model.forward = spy
+    model.loss(ids, actions, generator=torch.Generator().manual_seed(0))
+    inp, select = seen["inp"], seen["select"]
+    assert torch.equal(inp == MASK_ID, select)  # the model sees masks exactly where the loss is
+    assert torch.equal(inp[~select], ids[~select])  # the rest is the clean input
+    assert not select[:, 0].any() and select[:, 1:].any()
+
+
+def test_causal_in_time() -> None:
+    model = _model()
+    ids, actions = _data(model)
+    ref = model(ids, actions)[0]
+    for t in range(1, ids.shape[1]):
+        ids2 = ids.clone()
+        ids2[:, t] = (ids2[:, t] + 1) % model.config.vocab_size
+        out = model(ids2, actions)[0]
+        torch.testing.assert_close(out[:, :t], ref[:, :t], rtol=0, atol=0)
+        assert not torch.allclose(out[:, t], ref[:, t])
+
+
+def test_action_for_transition_t_changes_frame_t_plus_1_only() -> None:
+    model = _model()
+    ids, actions = _data(model)
+    ref = model(ids, actions)[0]
+    for t in range(actions.shape[1]):
+        acts2 = actions.clone()
+        acts2[:, t] = (acts2[:, t] + 1) % model.num_actions
+        out = model(ids, acts2)[0]
+        torch.testing.assert_close(out[:, : t + 1], ref[:, : t + 1], rtol=0, atol=0)
+        assert not torch.allclose(out[:, t + 1], ref[:, t + 1])
+
+
+def test_cached_logits_equal_uncached() -> None:
+    model = _model()
+    ids, actions = _data(model)
+    full = model(ids, actions)[0]  # (B, T, h, w, V)
+    T = ids.shape[1]
+    cache = model.prefill(ids[:, :1])
+    for t in range(1, T):
+        masked = ids[:, t].clone()
+        masked[:, ::2] = MASK_ID
+        step = model.next_logits(cache, masked, actions[:, t - 1])[0]
+        ctx_only = model(torch.cat((ids[:, :t], masked[:, None]), 1), actions[:, :t])[0][:, -1]
+        torch.testing.assert_close(step, ctx_only, rtol=1e-4, atol=1e-4)
+        clean = model.next_logits(cache, ids[:, t], actions[:, t - 1])[0]
+        torch.testing.assert_close(clean, full[:, t], rtol=1e-4, atol=1e-4)
+        model.prefill(ids[:, t:t + 1], actions[:, t - 1:t], cache=cache)
+    assert cache.position == T
+
+
+def test_generate_next_cached_equals_uncached_and_fills_frame() -> None:
+    model = _model()
+    ids, actions = _data(model, T=3)
+    action = torch.tensor([1, 2])
+    cache = model.prefill(ids, actions)
+    a = model.generate_next(cache, action, generator=torch.Generator().manual_seed(3))
+    b = model.generate_next(ids, action, context_actions=actions, generator=torch.Generator().manual_seed(3))
+    assert a.shape == (2, *model.token_size) and (a >= 0).all() and (a < model.config.vocab_size).all()
+    assert torch.equal(a, b)
+    assert cache.position == 4
+
+
+def test_generate_next_keeps_prompt_tokens_and_is_seeded() -> None:
+    model = _model()
+    ids, actions = _data(model, T=2)
+    prompt = torch.full((2, *model.token_size), MASK_ID)
+    prompt[:, 0, :] = 7
+    out = [model.generate_next(ids, torch.tensor([0, 1]), context_actions=actions, prompt=prompt,
+                               generator=torch.Generator().manual_seed(s), temperature=2.0) for s in (0, 0, 1)]
+    assert (out[0][:, 0, :] == 7).all() and (out[0] >= 0).all()
+    assert torch.equal(out[0], out[1]) and not torch.equal(out[0], out[2])
+
+
+def test_cache_cost_is_bounded_by_context_window() -> None:
+    model = _model()
+    ids, actions = _data(model, T=1)
+    cache = model.prefill(ids)
+    g = torch.Generator().manual_seed(0)
+    for i in range(3 * model.context_frames):
+        model.generate_next(cache, torch.tensor([i % 4, (i + 1) % 4]), generator=g, steps=1)
+        assert cache.length <= model.context_frames - 1
+    assert cache.position == 1 + 3 * model.context_frames
+
+
+def test_checkpoint_round_trip(tmp_path) -> None:
+    from genie_core.checkpoint import load_checkpoint, read_metadata
+
+    model = _model(code_bits=12, max_group_bits=6)
+    path = tmp_path / "dyn.safetensors"
+    model.save(path, step=5)
+    assert read_metadata(path)["kind"] == "dynamics"
+    loaded = load_checkpoint(path)
+    assert isinstance(loaded, DynamicsModel) and loaded.config == model.config
+    ids, actions = _data(model)
+    for a, b in zip(model(ids, actions), loaded(ids, actions)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_from_preset_does_not_mutate_and_checks_config() -> None:
+    a = DynamicsModel.from_preset("tiny")
+    b = DynamicsModel.from_preset("tiny", ["dynamics.depth=1"])
+    assert a.config.depth == 2 and b.config.depth == 1
+    from genie_core.errors import ConfigError
+    with pytest.raises(ConfigError, match="heads"):
+        load_preset("tiny", ["dynamics.heads=5"])
+    with pytest.raises(ConfigError, match="mask_rate"):
+        load_preset("tiny", ["dynamics.mask_rate_min=0.9", "dynamics.mask_rate_max=0.5"])
+
+
+def test_overfit_one_batch() -> None:
+    torch.manual_seed(0)
+    model = DynamicsModel(_cfg(code_bits=6)).train()
+    ids, actions = _data(model, B=2, seed=3)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(60):
+        loss, _ = model.loss(ids, actions, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.4 * sum(losses[:5]) / 5
