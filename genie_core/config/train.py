@@ -14,6 +14,8 @@ class DataConfig:
     num_frames: int = 16  # frames per training clip (also the dynamics context window)
     frame_stride: int = 1  # take every k-th frame
     val_fraction: float = 0.1  # files held out for validation (deterministic by file name)
+    val_clips: int = 16  # fixed held-out clips scored at every validation pass
+    sample_clips: int = 4  # clips shown (original above reconstruction) in the sample PNG
 
     def __post_init__(self) -> None:
         if min(self.resolution) < 8:
@@ -24,22 +26,30 @@ class DataConfig:
             raise ValueError(f"frame_stride must be >= 1, got {self.frame_stride}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.val_clips < 1 or self.sample_clips < 1:
+            raise ValueError("val_clips and sample_clips must be >= 1")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """One stage's optimiser and schedule: AdamW, linear warmup, cosine decay to min_lr."""
+    """One stage's optimiser and schedule: AdamW, linear warmup, then cosine decay to
+    ``min_lr_ratio * lr`` ("cosine") or constant lr with a linear cooldown over the last
+    ``cooldown_fraction`` of the steps ("wsd": warmup-stable-decay, good for time-boxed runs)."""
 
     steps: int = 1000
-    batch_size: int = 8
+    batch_size: int = 8  # clips per micro-batch per process (global batch x grad_accum x ranks)
     lr: float = 3e-4
-    min_lr_ratio: float = 0.1  # cosine floor as a fraction of lr
+    min_lr_ratio: float = 0.1  # schedule floor as a fraction of lr
     warmup_steps: int = 100
+    schedule: Literal["cosine", "wsd"] = "cosine"
+    cooldown_fraction: float = 0.2  # "wsd" only: share of the steps spent decaying to the floor
     weight_decay: float = 0.01  # applied to matrices / conv kernels only
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0  # 0 disables
     grad_accum: int = 1
     ema_decay: float = 0.0  # 0 disables EMA weights
+    disc_lr: float = 0.0  # second optimiser (tokenizer GAN discriminator); 0 means use lr
+    disc_start_step: int = 0  # the discriminator and the generator's GAN term start here
     eval_every: int = 200
     save_every: int = 1000
     log_every: int = 10
@@ -52,6 +62,12 @@ class OptimConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not 0.0 < self.cooldown_fraction <= 1.0:
+            raise ValueError(f"cooldown_fraction must be in (0, 1], got {self.cooldown_fraction}")
+        if self.warmup_steps < 0 or self.disc_start_step < 0 or self.disc_lr < 0:
+            raise ValueError("warmup_steps, disc_start_step and disc_lr must be >= 0")
 
 
 @dataclass(frozen=True)

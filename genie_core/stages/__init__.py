@@ -30,14 +30,15 @@ The contract, in one place:
   actions, ``actions`` int64 (B, T-1) where ``actions[:, t]`` took frame t to frame t+1 (-1 where
   unknown). Use ``genie_core.video.to_model`` to get float (B, 3, T, H, W) in [-1, 1].
 - ``loss`` runs inside autocast (bf16 by default) and under DDP's forward; it returns the loss to
-  minimise and plain-float metrics for the log. It may store detached tensors in ``batch`` (keys
+  minimise and metrics for the log (floats or 0-d tensors; averaged over the log window). It may store detached tensors in ``batch`` (keys
   starting with "_") for ``aux_loss`` to reuse (the tokenizer keeps its reconstruction there).
 - Randomness: use the global torch RNG (or generators seeded from it). The loop reseeds it from
   (seed, step, rank) before every step, which is what makes resume exact.
 - An optional second optimiser (the tokenizer's GAN discriminator): return its parameters from
-  ``aux_parameters`` (they are then left out of the main optimiser) and its loss from
-  ``aux_loss``; return None from ``aux_loss`` to skip the step (before ``disc_start_step``).
-  The aux step runs after the main step on the same micro-batches, with its own AdamW.
+  ``aux_parameters`` (they are then left out of the main optimiser), say from ``aux_active(step)``
+  whether it steps at ``step`` (the tokenizer: after ``disc_start_step``) and give its loss from
+  ``aux_loss``. The aux step runs after the main step on the same micro-batches, with its own
+  AdamW (lr ``disc_lr``, same schedule shape).
 - ``evaluate`` and ``sample_picture`` run on rank 0 under ``torch.no_grad`` and autocast with
   the model in eval mode (EMA weights when EMA is on); the loop adds nothing to their metrics.
 """
@@ -109,10 +110,14 @@ class Stage:
         """Parameters trained by the second optimiser (none by default)."""
         return []
 
+    def aux_active(self, step: int) -> bool:
+        """Whether the second optimiser steps at optimiser step ``step``."""
+        return False
+
     def aux_loss(self, model: "nn.Module", batch: dict[str, "torch.Tensor"],
-                 step: int) -> tuple["torch.Tensor", dict[str, float]] | None:
-        """Loss of the second optimiser, or None to skip its step."""
-        return None
+                 step: int) -> tuple["torch.Tensor", dict[str, float]]:
+        """(loss, metrics) of the second optimiser for one micro-batch (after ``loss`` on it)."""
+        raise NotImplementedError
 
     def checkpoint_path(self, stage: str) -> Path:
         """Where a stage's final weights live in this run: ``RUN/<stage>/last.safetensors``."""

@@ -1,0 +1,289 @@
+"""Training data (Genie §3: "a dataset of videos"): a folder of videos decoded ONCE into a
+memory-mapped uint8 frame cache, a deterministic train/validation split by file, and random clips.
+
+Cache layout: ``DATA/.genie_cache/<key>/frames.u8`` (all frames, (N, H, W, 3) uint8, back to back)
+and ``index.json`` (one entry per video: path, offset, frame count, ground-truth actions). The key
+hashes the resolution and every file's path, size and mtime, so changed files give a new cache
+(the stale one at that resolution is removed) and unchanged files reuse it. A read-only data folder
+caches under ``$GENIE_CACHE_DIR`` (default ``~/.cache/genie``) instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from genie_core.errors import GenieError, VideoError
+
+CACHE_VERSION = 1
+CACHE_DIRNAME = ".genie_cache"
+ACTION_KEYS = ("actions_effective", "actions")  # sidecar keys, preferred first (tools/README.md)
+
+Warn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One decoded video in the cache. ``actions[t]`` (len num_frames, -1 unknown) took frame t to t+1."""
+
+    path: str  # relative to the data folder
+    offset: int  # first frame's index in frames.u8
+    num_frames: int
+    actions: tuple[int, ...] | None
+    action_key: str | None  # which sidecar key the actions came from
+
+
+def _file_stamp(path: Path) -> list:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def cache_key(folder: Path, videos: list[Path], resolution: tuple[int, int]) -> str:
+    """Hash of everything the cache depends on: format, resolution, videos and their sidecars."""
+    items = []
+    for path in videos:
+        sidecar = path.with_suffix(".json")
+        items.append([str(path.relative_to(folder)), _file_stamp(path),
+                      _file_stamp(sidecar) if sidecar.is_file() else None])
+    blob = json.dumps([CACHE_VERSION, list(resolution), items], sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _cache_root(folder: Path) -> Path:
+    """``DATA/.genie_cache`` when the data folder is writable, else a per-folder user cache."""
+    root = folder / CACHE_DIRNAME
+    try:
+        root.mkdir(exist_ok=True)
+        if os.access(root, os.W_OK):
+            return root
+    except OSError:
+        pass
+    base = Path(os.environ.get("GENIE_CACHE_DIR", Path.home() / ".cache" / "genie"))
+    root = base / hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:16]
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def read_sidecar_actions(video: Path, num_frames: int, warn: Warn) -> tuple[tuple[int, ...] | None, str | None]:
+    """Ground-truth actions from ``clip.json`` beside ``clip.mp4``: one per frame, -1 padded."""
+    sidecar = video.with_suffix(".json")
+    if not sidecar.is_file():
+        return None, None
+    try:
+        data = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        warn(f"{sidecar}: not valid JSON, its actions are ignored")
+        return None, None
+    for key in ACTION_KEYS:
+        raw = data.get(key) if isinstance(data, dict) else None
+        if raw is None:
+            continue
+        if not isinstance(raw, list) or not all(isinstance(a, int) and not isinstance(a, bool) for a in raw):
+            warn(f"{sidecar}: '{key}' is not a list of integers, ignored")
+            return None, None
+        if len(raw) < num_frames - 1:
+            warn(f"{sidecar}: {len(raw)} actions for {num_frames} frames, ignored")
+            return None, None
+        actions = list(raw[:num_frames]) + [-1] * max(0, num_frames - len(raw))  # last may be unknown
+        return tuple(actions), key
+    return None, None
+
+
+def _build(folder: Path, videos: list[Path], resolution: tuple[int, int], dest: Path, warn: Warn) -> None:
+    """Decode every video into ``dest`` (a fresh directory), streaming frames to disk."""
+    from genie_core.video import iter_video
+
+    entries, skipped, offset = [], [], 0
+    with open(dest / "frames.u8", "wb") as fh:
+        for path in videos:
+            rel = str(path.relative_to(folder))
+            count = 0
+            try:
+                for window in iter_video(path, size=resolution, window=64):
+                    fh.write(np.ascontiguousarray(window, dtype=np.uint8).tobytes())
+                    count += len(window)
+            except (VideoError, OSError, ValueError, RuntimeError) as err:
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                warn(f"skipping unreadable video {path}: {reason}")
+                skipped.append([rel, reason])
+                fh.seek(offset * resolution[0] * resolution[1] * 3)  # drop its partial frames
+                fh.truncate()
+                continue
+            if count == 0:
+                warn(f"skipping video with no frames: {path}")
+                skipped.append([rel, "no frames"])
+                continue
+            actions, key = read_sidecar_actions(path, count, warn)
+            entries.append({"path": rel, "offset": offset, "num_frames": count,
+                            "actions": list(actions) if actions else None, "action_key": key})
+            offset += count
+    if not entries:
+        raise GenieError(f"no readable video in {folder} ({len(skipped)} file(s) skipped)")
+    index = {"version": CACHE_VERSION, "resolution": list(resolution), "total_frames": offset,
+             "videos": entries, "skipped": skipped}
+    (dest / "index.json").write_text(json.dumps(index))
+
+
+class FrameCache:
+    """Every readable video of a folder as one memory-mapped uint8 array (N, H, W, 3)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        index = json.loads((root / "index.json").read_text())
+        self.resolution = tuple(index["resolution"])
+        self.skipped = [tuple(s) for s in index["skipped"]]
+        self.videos = [VideoEntry(v["path"], v["offset"], v["num_frames"],
+                                  tuple(v["actions"]) if v["actions"] else None, v["action_key"])
+                       for v in index["videos"]]
+        H, W = self.resolution
+        self.frames = np.memmap(root / "frames.u8", dtype=np.uint8, mode="r",
+                                shape=(index["total_frames"], H, W, 3))
+
+    @property
+    def has_actions(self) -> bool:
+        return all(v.actions is not None for v in self.videos)
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike, resolution: tuple[int, int], *, warn: Warn = print,
+             build: bool = True) -> "FrameCache":
+        """The cache for ``folder`` at ``resolution``: reused when the files are unchanged, else
+        rebuilt (atomically: built in a temporary directory, then renamed into place)."""
+        from genie_core.video import find_videos
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise GenieError(f"data folder not found: {folder}")
+        videos = [p for p in find_videos(folder) if CACHE_DIRNAME not in p.parts]
+        if not videos:
+            raise GenieError(f"no videos (mp4, gif, webm, avi) found in {folder}")
+        key = cache_key(folder, videos, resolution)
+        root = _cache_root(folder)
+        final = root / key
+        if (final / "index.json").is_file():
+            cache = cls(final)
+            for rel, reason in cache.skipped:
+                warn(f"skipping unreadable video {folder / rel}: {reason}")
+            return cache
+        if not build:
+            raise GenieError(f"no frame cache for {folder} at {resolution} (it is built by rank 0)")
+        tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=root))
+        try:
+            _build(folder, videos, resolution, tmp, warn)
+            try:
+                os.replace(tmp, final)
+            except OSError:  # another process finished the same cache first
+                if not (final / "index.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _remove_stale(root, key, resolution)
+        return cls(final)
+
+
+def _remove_stale(root: Path, keep: str, resolution: tuple[int, int]) -> None:
+    """Older caches of the same folder at the same resolution (the files changed since)."""
+    for other in root.iterdir():
+        if other.name == keep or other.name.startswith("."):
+            continue
+        try:
+            index = json.loads((other / "index.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if tuple(index.get("resolution", ())) == tuple(resolution):
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def split_videos(cache: FrameCache, val_fraction: float) -> tuple[list[int], list[int]]:
+    """Deterministic split by file: videos ordered by a hash of their path, the first
+    ``round(n * val_fraction)`` (at least one when n >= 2) held out. Adding files moves few."""
+    n = len(cache.videos)
+    order = sorted(range(n), key=lambda i: hashlib.sha1(cache.videos[i].path.encode()).hexdigest())
+    n_val = 0 if n < 2 or val_fraction == 0 else min(n - 1, max(1, round(n * val_fraction)))
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+class ClipSet:
+    """All clips of ``num_frames`` frames (every ``stride``-th frame) that fit in some videos.
+
+    Clip ``j`` is a (video, start) pair; ``sample`` draws clips uniformly with a caller's
+    generator, so a batch is a pure function of the seed it is given (what makes resume exact).
+    """
+
+    def __init__(self, cache: FrameCache, video_ids: list[int], num_frames: int, stride: int = 1) -> None:
+        self.cache, self.num_frames, self.stride = cache, num_frames, stride
+        span = (num_frames - 1) * stride + 1
+        self.video_ids = [i for i in video_ids if cache.videos[i].num_frames >= span]
+        self.with_actions = bool(self.video_ids) and all(
+            cache.videos[i].actions is not None for i in self.video_ids)
+        counts = np.array([cache.videos[i].num_frames - span + 1 for i in self.video_ids], dtype=np.int64)
+        self.cum = np.concatenate([[0], np.cumsum(counts)])  # clip j lives in video searchsorted(cum, j)
+
+    def __len__(self) -> int:
+        return int(self.cum[-1])
+
+    def clip(self, j: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Frames uint8 (T, H, W, 3) and actions int64 (T-1,) (None without sidecars) of clip j."""
+        k = int(np.searchsorted(self.cum, j, side="right")) - 1
+        video = self.cache.videos[self.video_ids[k]]
+        start = int(j - self.cum[k])
+        pos = start + self.stride * np.arange(self.num_frames)  # frame numbers within the video
+        frames = np.asarray(self.cache.frames[video.offset + pos])
+        actions = None
+        if self.with_actions:
+            # The action at each sampled frame; with stride > 1 this is the first of the
+            # ``stride`` actions between two sampled frames.
+            actions = np.asarray(video.actions, dtype=np.int64)[pos[:-1]]
+        return frames, actions
+
+    def batch(self, indices: np.ndarray | list[int]) -> dict[str, np.ndarray]:
+        clips = [self.clip(int(j)) for j in indices]
+        out = {"frames": np.stack([c[0] for c in clips])}  # (B, T, H, W, 3)
+        if self.with_actions:
+            out["actions"] = np.stack([c[1] for c in clips])  # (B, T-1)
+        return out
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
+        return self.batch(rng.integers(0, len(self), size=batch_size))
+
+    def spread(self, count: int) -> list[int]:
+        """``count`` clip indices spread evenly over the set (fixed validation clips)."""
+        count = min(count, len(self))
+        return [int(j) for j in np.linspace(0, len(self) - 1, count).round().astype(np.int64)]
+
+
+@dataclass
+class Dataset:
+    """The training and validation clips of a data folder for one data config (and rank)."""
+
+    cache: FrameCache
+    train: ClipSet
+    val: ClipSet
+    val_is_train: bool  # no held-out files (a single video, or val_fraction 0)
+
+
+def load_dataset(folder: str | os.PathLike, num_frames: int, resolution: tuple[int, int],
+                 frame_stride: int = 1, val_fraction: float = 0.1, *, rank: int = 0,
+                 world_size: int = 1, warn: Warn = print, build: bool = True) -> Dataset:
+    """Open (or build) the cache, split by file, shard the training files across ranks."""
+    cache = FrameCache.open(folder, resolution, warn=warn, build=build)
+    train_ids, val_ids = split_videos(cache, val_fraction)
+    if len(train_ids) >= world_size > 1:
+        train_ids = train_ids[rank::world_size]  # each rank sees its own files
+    train = ClipSet(cache, train_ids, num_frames, frame_stride)
+    if len(train) == 0:
+        span = (num_frames - 1) * frame_stride + 1
+        raise GenieError(f"no training video in {folder} has the {span} frames a clip needs "
+                         f"(num_frames={num_frames}, frame_stride={frame_stride})")
+    val = ClipSet(cache, val_ids, num_frames, frame_stride)
+    val_is_train = len(val) == 0
+    if val_is_train:
+        val = ClipSet(cache, train_ids, num_frames, frame_stride)
+    return Dataset(cache, train, val, val_is_train)

@@ -1,0 +1,503 @@
+"""The one training loop for all three models (Genie §3; nanoGPT-style): setup, step, evaluation
+and checkpointing are separate functions, and each model plugs in as a ``Stage``.
+
+Run folder: ``RUN/config.yaml`` (resolved config) and per stage ``RUN/<stage>/``: ``last.safetensors``
+(the model; EMA weights when EMA is on), ``step_NNNNNNN.safetensors`` (periodic), ``state.safetensors``
+(raw weights, optimiser moments; step and timing as JSON metadata), ``metrics.jsonl``,
+``samples/step_NNNNNNN.png``. Randomness is a pure function of (seed, step, rank): the batch and the
+torch RNG are re-derived every step, so resuming at step N continues exactly as an unbroken run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+
+from genie_core.checkpoint import atomic_path, read_checkpoint, read_metadata, save_checkpoint
+from genie_core.config import GenieConfig, OptimConfig, to_dict
+from genie_core.data import Dataset, load_dataset
+from genie_core.errors import GenieError
+from genie_core.runtime import autocast, resolve_device, set_threads
+from genie_core.stages import Stage, available_stages, get_stage
+
+Event = Callable[[dict[str, Any]], None]
+STATE_FILE, LAST_FILE = "state.safetensors", "last.safetensors"
+
+
+# ---- setup ------------------------------------------------------------------------------------
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    owns_group: bool = False  # we called init_process_group, so we tear it down
+
+
+@dataclass
+class Run:
+    """Everything one stage's loop touches."""
+
+    stage: Stage
+    cfg: GenieConfig
+    ocfg: OptimConfig
+    model: nn.Module  # the plain model (checkpointed)
+    forward: nn.Module  # loss-as-forward wrapper, DDP-wrapped when world > 1
+    opt: torch.optim.Optimizer
+    aux_opt: torch.optim.Optimizer | None
+    ema: nn.Module | None
+    data: Dataset
+    val_batches: list[dict[str, np.ndarray]]
+    dir: Path
+    dist: Dist
+    emit: Event
+    step: int = 0
+    elapsed: float = 0.0  # training wall time over all sessions (evaluation excluded)
+    names: dict[str, list[str]] = field(default_factory=dict)  # optimiser -> parameter names
+
+
+class _LossForward(nn.Module):
+    """Makes the stage's loss the module's forward, so DDP sees (and syncs) the computation."""
+
+    def __init__(self, stage: Stage, model: nn.Module) -> None:
+        super().__init__()
+        self.stage, self.model = stage, model
+
+    def forward(self, batch: dict[str, torch.Tensor], step: int, aux: bool = False) -> Any:
+        fn = self.stage.aux_loss if aux else self.stage.loss
+        return fn(self.model, batch, step)
+
+
+def _adamw(named: list[tuple[str, nn.Parameter]], lr: float, ocfg: OptimConfig,
+           fused: bool) -> tuple[torch.optim.Optimizer, list[str]]:
+    """AdamW with weight decay on matrices and conv kernels only (ndim >= 2), not on biases/norms."""
+    decay = [(n, p) for n, p in named if p.ndim >= 2]
+    no_decay = [(n, p) for n, p in named if p.ndim < 2]
+    groups = [{"params": [p for _, p in decay], "weight_decay": ocfg.weight_decay},
+              {"params": [p for _, p in no_decay], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=lr, betas=ocfg.betas, fused=fused or None)
+    return opt, [n for n, _ in decay + no_decay]  # state_dict ids follow this order
+
+
+def setup_run(stage: Stage, cfg: GenieConfig, data: Dataset, run_dir: Path, d: Dist, emit: Event) -> Run:
+    ocfg = stage.optim_config()
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+    model = stage.build_model().to(stage.device)
+    aux_ids = {id(p) for p in stage.aux_parameters(model)}
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    fused = stage.device.type == "cuda"
+    opt, main_names = _adamw([(n, p) for n, p in named if id(p) not in aux_ids], ocfg.lr, ocfg, fused)
+    aux_opt, aux_names = None, []
+    if aux_ids:
+        aux_opt, aux_names = _adamw([(n, p) for n, p in named if id(p) in aux_ids],
+                                    ocfg.disc_lr or ocfg.lr, ocfg, fused)
+    ema = None
+    if ocfg.ema_decay > 0:
+        ema = stage.build_model().to(stage.device).eval().requires_grad_(False)
+        ema.load_state_dict(model.state_dict())
+    forward: nn.Module = _LossForward(stage, model)
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        ids = [stage.device.index] if stage.device.type == "cuda" else None
+        # Parameters legitimately go unused in some passes (the discriminator before
+        # disc_start_step, the generator in the discriminator's pass).
+        forward = DDP(forward, device_ids=ids, find_unused_parameters=True)
+    spread = data.val.spread(cfg.data.val_clips)
+    B = ocfg.batch_size
+    val_batches = [data.val.batch(spread[i:i + B]) for i in range(0, len(spread), B)]
+    run = Run(stage, cfg, ocfg, model, forward, opt, aux_opt, ema, data, val_batches,
+              run_dir / stage.name, d, emit, names={"opt": main_names, "aux_opt": aux_names})
+    return run
+
+
+def learning_rate(step: int, ocfg: OptimConfig) -> float:
+    """Linear warmup, then cosine to the floor or (wsd) flat with a linear cooldown at the end."""
+    if step < ocfg.warmup_steps:
+        return ocfg.lr * (step + 1) / ocfg.warmup_steps
+    floor = ocfg.lr * ocfg.min_lr_ratio
+    if ocfg.schedule == "cosine":
+        progress = min(1.0, (step - ocfg.warmup_steps) / max(1, ocfg.steps - ocfg.warmup_steps))
+        return floor + (ocfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    decay_start = max(ocfg.warmup_steps, ocfg.steps - round(ocfg.cooldown_fraction * ocfg.steps))
+    progress = min(1.0, max(0, step - decay_start) / max(1, ocfg.steps - decay_start))
+    return ocfg.lr + (floor - ocfg.lr) * progress
+
+
+# ---- one optimiser step -----------------------------------------------------------------------
+
+def _to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _add(acc: dict[str, Any], metrics: dict[str, Any], scale: float) -> None:
+    for k, v in metrics.items():
+        v = v.detach().float() if torch.is_tensor(v) else float(v)
+        acc[k] = acc.get(k, 0.0) + v * scale
+
+
+def train_step(run: Run, step: int) -> dict[str, Any]:
+    """One optimiser step (``grad_accum`` micro-batches), then the aux step and EMA. Metrics out."""
+    ocfg, stage, d = run.ocfg, run.stage, run.dist
+    torch.manual_seed(int(np.random.SeedSequence([run.cfg.train.seed, step, d.rank]).generate_state(1)[0]))
+    micro = [_to_device(run.data.train.sample(np.random.default_rng([run.cfg.train.seed, step, m, d.rank]),
+                                              ocfg.batch_size), stage.device)
+             for m in range(ocfg.grad_accum)]
+    lr = learning_rate(step, ocfg)
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    run.model.train()
+    metrics: dict[str, Any] = {}
+    for m, batch in enumerate(micro):
+        last = m == len(micro) - 1
+        with (run.forward.no_sync() if d.world > 1 and not last else nullcontext()):
+            with autocast(stage.device, stage.precision):
+                loss, out = run.forward(batch, step)
+            (loss / ocfg.grad_accum).backward()
+        _add(metrics, {"loss": loss, **out}, 1.0 / ocfg.grad_accum)
+    params = [p for g in run.opt.param_groups for p in g["params"]]
+    if ocfg.grad_clip > 0:
+        metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, ocfg.grad_clip).detach()
+    run.opt.step()
+    run.model.zero_grad(set_to_none=True)  # also drops the discriminator's grads from the GAN term
+    if run.aux_opt is not None and stage.aux_active(step):
+        for group in run.aux_opt.param_groups:
+            group["lr"] = lr * (ocfg.disc_lr or ocfg.lr) / ocfg.lr
+        for m, batch in enumerate(micro):
+            last = m == len(micro) - 1
+            with (run.forward.no_sync() if d.world > 1 and not last else nullcontext()):
+                with autocast(stage.device, stage.precision):
+                    loss, out = run.forward(batch, step, aux=True)
+                (loss / ocfg.grad_accum).backward()
+            _add(metrics, out, 1.0 / ocfg.grad_accum)
+        aux_params = [p for g in run.aux_opt.param_groups for p in g["params"]]
+        if ocfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(aux_params, ocfg.grad_clip)
+        run.aux_opt.step()
+        run.model.zero_grad(set_to_none=True)
+    if run.ema is not None:
+        _update_ema(run.ema, run.model, min(ocfg.ema_decay, (1 + step) / (10 + step)))
+    metrics["lr"] = lr
+    return metrics
+
+
+@torch.no_grad()
+def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+# ---- evaluation -------------------------------------------------------------------------------
+
+def evaluate(run: Run) -> dict[str, float]:
+    """Validation metrics on the fixed held-out clips and the sample picture (rank 0 only)."""
+    from genie_core.video import write_png
+
+    stage, model = run.stage, run.ema if run.ema is not None else run.model
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), autocast(stage.device, stage.precision):
+        batches = [_to_device(b, stage.device) for b in run.val_batches]
+        metrics = {k: float(v) for k, v in stage.evaluate(model, batches).items()}
+        first = {k: v[: run.cfg.data.sample_clips] for k, v in batches[0].items()}
+        picture = stage.sample_picture(model, first)
+    model.train(was_training)
+    write_png(run.dir / "samples" / f"step_{run.step:07d}.png", picture)
+    return metrics
+
+
+def _log(run: Run, record: dict[str, Any]) -> None:
+    record = {"stage": run.stage.name, "step": run.step, "time": round(run.elapsed, 3), **record}
+    with open(run.dir / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+
+def _optimizer_tensors(opt: torch.optim.Optimizer, names: list[str], prefix: str) -> dict[str, torch.Tensor]:
+    out = {}
+    for pid, state in opt.state_dict()["state"].items():
+        for key, value in state.items():
+            out[f"{prefix}/{names[pid]}/{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return out
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, names: list[str], prefix: str,
+                    tensors: dict[str, torch.Tensor]) -> None:
+    by_name: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        head, _, rest = key.partition("/")
+        if head == prefix:
+            name, _, slot = rest.rpartition("/")
+            by_name.setdefault(name, {})[slot] = value
+    sd = opt.state_dict()
+    sd["state"] = {pid: by_name[name] for pid, name in enumerate(names) if name in by_name}
+    opt.load_state_dict(sd)
+
+
+def save_run(run: Run, periodic: bool = False) -> None:
+    """State first, then the model: each write is atomic, and a crash between them leaves a
+    state that is at least as new as ``last.safetensors`` (resume reads only the state)."""
+    if run.dist.rank != 0:
+        return
+    tensors = {f"model/{k}": v for k, v in run.model.state_dict().items()}
+    if run.ema is not None:
+        tensors.update({f"ema/{k}": v for k, v in run.ema.state_dict().items()})
+    tensors.update(_optimizer_tensors(run.opt, run.names["opt"], "opt"))
+    if run.aux_opt is not None:
+        tensors.update(_optimizer_tensors(run.aux_opt, run.names["aux_opt"], "aux_opt"))
+    info = {"stage": run.stage.name, "step": run.step, "elapsed": run.elapsed,
+            "world_size": run.dist.world, "seed": run.cfg.train.seed}
+    save_checkpoint(run.dir / STATE_FILE, tensors, kind="train_state", config=to_dict(run.cfg),
+                    step=run.step, extra={"train_state": json.dumps(info)})
+    weights = run.ema if run.ema is not None else run.model
+    extra = {"ema": str(run.ema is not None).lower(), "stage": run.stage.name}
+    weights.save(run.dir / LAST_FILE, step=run.step, extra=extra)
+    if periodic:
+        weights.save(run.dir / f"step_{run.step:07d}.safetensors", step=run.step, extra=extra)
+    run.emit({"event": "checkpoint", "stage": run.stage.name, "step": run.step,
+              "path": str(run.dir / LAST_FILE)})
+
+
+def resume_run(run: Run) -> None:
+    """Weights, EMA, optimiser moments, step and elapsed time from ``RUN/<stage>/state.safetensors``."""
+    tensors, meta = read_checkpoint(run.dir / STATE_FILE, expect_kind="train_state", device="cpu")
+    info = json.loads(meta["train_state"])
+
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
+
+    run.model.load_state_dict(part("model"))
+    if run.ema is not None:
+        ema = part("ema")
+        run.ema.load_state_dict(ema if ema else run.model.state_dict())
+    _load_optimizer(run.opt, run.names["opt"], "opt", tensors)
+    if run.aux_opt is not None:
+        _load_optimizer(run.aux_opt, run.names["aux_opt"], "aux_opt", tensors)
+    run.step, run.elapsed = int(info["step"]), float(info["elapsed"])
+    log = run.dir / "metrics.jsonl"
+    if run.dist.rank == 0 and log.is_file():  # drop lines logged after the state we resume from
+        keep = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= run.step]
+        with atomic_path(log) as tmp:
+            tmp.write_text("".join(ln + "\n" for ln in keep))
+
+
+# ---- the loop ---------------------------------------------------------------------------------
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask the loop to save and stop after the current step; a second Ctrl-C
+    interrupts at once (the last checkpoint stays intact, every write being atomic)."""
+
+    def __init__(self) -> None:
+        self.requested, self._old = False, {}
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _agree(flag: bool, d: Dist, device: torch.device) -> bool:
+    """Every rank stops at the same step when any rank was asked to."""
+    if d.world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def run_loop(run: Run, stop_at: int | None = None) -> dict[str, float]:
+    """Train from ``run.step`` to the configured steps (or ``stop_at``), evaluating, logging and
+    checkpointing on the way. Returns the last validation metrics."""
+    ocfg, rank0, total = run.ocfg, run.dist.rank == 0, run.ocfg.steps
+    end = min(total, stop_at) if stop_at is not None else total
+    val: dict[str, float] = {}
+    window: dict[str, Any] = {}
+    window_steps, window_time = 0, 0.0
+    run.emit({"event": "start", "stage": run.stage.name, "step": run.step, "total": total,
+              "dir": str(run.dir), **run.stage.describe(run.model)})
+    with _StopFlag() as stop:
+        while run.step < end:
+            t0 = time.perf_counter()
+            metrics = train_step(run, run.step)
+            loss = float(metrics["loss"])
+            if not math.isfinite(loss):
+                raise GenieError(f"{run.stage.name}: loss became {loss} at step {run.step} "
+                                 f"(try a lower train.{run.stage.name}.lr)")
+            dt = time.perf_counter() - t0
+            run.step += 1
+            run.elapsed += dt
+            _add(window, metrics, 1.0)
+            window_steps, window_time = window_steps + 1, window_time + dt
+            run.emit({"event": "step", "stage": run.stage.name, "step": run.step, "total": total,
+                      "loss": loss, "lr": float(metrics["lr"])})
+            if rank0 and (run.step % ocfg.log_every == 0 or run.step == end):
+                record = {k: round(float(v) / window_steps, 6) for k, v in window.items()}
+                clips = ocfg.batch_size * ocfg.grad_accum * run.dist.world * window_steps
+                _log(run, {"split": "train", **record, "clips_per_s": round(clips / window_time, 3)})
+                window, window_steps, window_time = {}, 0, 0.0
+            if rank0 and (run.step % ocfg.eval_every == 0 or run.step == total):
+                val = evaluate(run)
+                _log(run, {"split": "val", **val})
+                run.emit({"event": "eval", "stage": run.stage.name, "step": run.step, "metrics": val})
+            if run.step % ocfg.save_every == 0:
+                save_run(run, periodic=True)
+            if _agree(stop.requested, run.dist, run.stage.device):
+                break
+        if run.step == end or stop.requested:
+            save_run(run)
+    if stop.requested:
+        run.emit({"event": "interrupted", "stage": run.stage.name, "step": run.step})
+    return val
+
+
+# ---- entry point ------------------------------------------------------------------------------
+
+def _init_dist(device_name: str) -> tuple[Dist, torch.device]:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; then gloo on CPU, nccl on CUDA."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_name)
+    if world <= 1:
+        return Dist(), device
+    owns = False
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        owns = True
+    return Dist(dist.get_rank(), dist.get_world_size(), owns), device
+
+
+def _check_resumable(cfg: GenieConfig, stage_dir: Path, stage: str) -> bool:
+    """True when the stage has a state to resume; errors for a run of another preset/model."""
+    path = stage_dir / STATE_FILE
+    if not path.is_file():
+        return False
+    meta = read_metadata(path)
+    saved = json.loads(meta["config"])
+    if saved.get("name") != cfg.name:
+        raise GenieError(f"{stage_dir.parent} was trained with preset '{saved.get('name')}', "
+                         f"not '{cfg.name}'")
+    if saved.get(stage) != to_dict(getattr(cfg, stage)):
+        raise GenieError(f"{stage_dir.parent}: the {stage} model config differs from the saved run "
+                         f"(resume with the same preset and model --set values)")
+    return True
+
+
+def resolve_stages(stage: str) -> list[str]:
+    """``all`` means every registered stage in training order."""
+    if stage == "all":
+        names = available_stages()
+        if not names:
+            raise GenieError("no training stage is available")
+        return names
+    get_stage(stage)
+    return [stage]
+
+
+def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathLike, *,
+          stage: str = "tokenizer", resume: bool = False, device: str = "auto",
+          stop_at: int | None = None, on_event: Event | None = None) -> dict[str, dict[str, float]]:
+    """Train ``stage`` (or ``all`` stages in order) on the videos under ``data_dir``.
+
+    Everything that can be wrong with the input is checked before ``run_dir`` is created.
+    ``stop_at`` stops (and checkpoints) at that step while the schedule still spans the
+    configured steps. Returns the last validation metrics per stage.
+    """
+    names = resolve_stages(stage)
+    run_dir, data_dir = Path(run_dir), Path(data_dir)
+    if resume and not run_dir.is_dir():
+        raise GenieError(f"--resume: no run folder at {run_dir}")
+    plan = []  # (stage, resume it?)
+    for name in names:
+        has_state = _check_resumable(cfg, run_dir / name, name) if run_dir.is_dir() else False
+        if has_state and not resume:
+            raise GenieError(f"{run_dir / name} already holds a training run "
+                             f"(pass --resume to continue it, or choose another --out)")
+        plan.append((name, has_state))
+    if resume and not any(r for _, r in plan):
+        raise GenieError(f"--resume: {run_dir} holds no {stage} run to resume")
+
+    set_threads(cfg.train.num_threads)
+    d, dev = _init_dist(device)
+    emit = on_event if (on_event is not None and d.rank == 0) else (lambda e: None)
+    warn = lambda msg: emit({"event": "warning", "message": msg})  # noqa: E731
+    try:
+        data = _load_data(cfg, data_dir, d, warn, dev)
+        if data.cache.has_actions:
+            key = data.cache.videos[0].action_key
+            emit({"event": "info", "message": f"ground-truth actions from sidecars ('{key}')"})
+        if data.val_is_train:
+            warn("no held-out videos: validating on training clips")
+        results = {}
+        for name, has_state in plan:
+            stage_obj = get_stage(name)(cfg, run_dir, dev, cfg.train.precision)
+            run = setup_run(stage_obj, cfg, data, run_dir, d, emit)
+            if has_state:
+                resume_run(run)
+                if run.step >= run.ocfg.steps:
+                    emit({"event": "info", "message": f"{name}: already trained to step {run.step}"})
+                    continue
+            if d.rank == 0:  # only now, with every input checked, does the run folder appear
+                run.dir.mkdir(parents=True, exist_ok=True)
+                with atomic_path(run_dir / "config.yaml") as tmp:
+                    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            results[name] = run_loop(run, stop_at)
+            if run.step < run.ocfg.steps:  # interrupted or stop_at: later stages must wait
+                break
+        return results
+    finally:
+        if d.owns_group:
+            dist.destroy_process_group()
+
+
+def _load_data(cfg: GenieConfig, data_dir: Path, d: Dist, warn: Callable[[str], None],
+               device: torch.device) -> Dataset:
+    """Rank 0 decodes the videos into the cache; the other ranks wait, then memory-map it."""
+    dc = cfg.data
+    kwargs = dict(num_frames=dc.num_frames, resolution=tuple(dc.resolution), frame_stride=dc.frame_stride,
+                  val_fraction=dc.val_fraction, rank=d.rank, world_size=d.world)
+    if d.world == 1:
+        return load_dataset(data_dir, warn=warn, **kwargs)
+    ok = torch.zeros(1, device=device)
+    error: GenieError | None = None
+    if d.rank == 0:
+        try:
+            data = load_dataset(data_dir, warn=warn, **kwargs)
+            ok += 1
+        except GenieError as err:
+            error = err
+    dist.broadcast(ok, src=0)
+    if error is not None:
+        raise error
+    if not ok.item():
+        raise GenieError(f"rank 0 could not read the data in {data_dir}")
+    if d.rank != 0:
+        data = load_dataset(data_dir, warn=lambda m: None, build=False, **kwargs)
+    return data

@@ -1,0 +1,303 @@
+"""The training loop (genie_core.train) on a toy stage and on the tokenizer stage: schedule,
+overfit, exact resume, Ctrl-C, DDP on two CPU processes, run folder contents, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from genie_core import stages
+from genie_core.checkpoint import Checkpointable, read_metadata
+from genie_core.config import GenieConfig, OptimConfig, load_preset
+from genie_core.errors import GenieError
+from genie_core.stages import Stage
+from genie_core import train as train_mod
+from genie_core.train import learning_rate, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- fixtures -----------------------------------------------------------------------------------
+
+def write_gif(path: Path, frames: np.ndarray) -> None:
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=66, loop=0)
+
+
+def moving_square_clips(folder: Path, count: int = 6, frames: int = 10, size: int = 16,
+                        actions: bool = True) -> Path:
+    """Synthetic videos: a bright square moving one pixel per frame, with action sidecars."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        clip = np.zeros((frames, size, size, 3), np.uint8)
+        clip[...] = rng.integers(0, 60, size=3, dtype=np.uint8)
+        x, y = rng.integers(0, size - 4, size=2)
+        moves = rng.integers(0, 2, size=frames)
+        for t in range(frames):
+            clip[t, y:y + 4, x:x + 4] = (250, 200, 40)
+            x = (x + (1 if moves[t] else -1)) % (size - 4)
+        sub = folder / ("a" if i % 2 else "b")
+        sub.mkdir(exist_ok=True)
+        write_gif(sub / f"clip{i}.gif", clip)
+        if actions:
+            (sub / f"clip{i}.json").write_text(json.dumps({"actions": moves.tolist()}))
+    return folder
+
+
+@pytest.fixture()
+def clips(tmp_path: Path) -> Path:
+    return moving_square_clips(tmp_path / "data")
+
+
+# ---- a toy stage: the loop's contract without the real models ------------------------------------
+
+class ToyModel(Checkpointable, nn.Module):
+    kind, config_section = "tokenizer", "tokenizer"
+
+    def __init__(self) -> None:
+        super().__init__()
+        from genie_core.config import TokenizerConfig
+        self.config = TokenizerConfig()
+        self.enc = nn.Conv3d(3, 8, 1)
+        self.dec = nn.Conv3d(8, 3, 1)
+        self.disc = nn.Linear(3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.dropout(torch.tanh(self.enc(x)), 0.1, self.training)  # uses the RNG
+        return self.dec(h)
+
+
+class ToyStage(Stage):
+    name, kind = "tokenizer", "tokenizer"
+
+    def build_model(self) -> nn.Module:
+        return ToyModel()
+
+    def loss(self, model, batch, step):
+        x = batch["frames"].permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # (B, 3, T, H, W)
+        rec = model(x)
+        batch["_rec"] = rec.detach()
+        gan = -model.disc(rec.mean(dim=(2, 3, 4))).mean() * 0.01 if step >= 2 else 0.0
+        mse = (rec.float() - x).pow(2).mean()
+        return mse + gan, {"mse": mse.detach()}
+
+    def aux_parameters(self, model):
+        return list(model.disc.parameters())
+
+    def aux_active(self, step):
+        return step >= 2
+
+    def aux_loss(self, model, batch, step):
+        x = batch["frames"].permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+        real = model.disc(x.mean(dim=(2, 3, 4)))
+        fake = model.disc(batch["_rec"].float().mean(dim=(2, 3, 4)))
+        loss = torch.relu(1 - real).mean() + torch.relu(1 + fake).mean()
+        return loss, {"d_loss": loss.detach()}
+
+    def evaluate(self, model, batches):
+        errs = []
+        for b in batches:
+            x = b["frames"].permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+            errs.append((model(x).float() - x).pow(2).mean())
+        return {"mse": float(torch.stack(errs).mean())}
+
+    def sample_picture(self, model, batch):
+        return batch["frames"][0, 0].cpu().numpy()
+
+
+@pytest.fixture()
+def toy(monkeypatch):
+    monkeypatch.setitem(stages._REGISTRY, "tokenizer", ToyStage)
+    return ToyStage
+
+
+def toy_cfg(**optim) -> GenieConfig:
+    base = dict(steps=8, batch_size=2, lr=1e-2, warmup_steps=2, eval_every=4, save_every=4,
+                log_every=2, grad_accum=2, ema_decay=0.9)
+    base.update(optim)
+    cfg = load_preset("tiny")
+    from dataclasses import replace
+    return replace(cfg, train=replace(cfg.train, tokenizer=OptimConfig(**base), precision="fp32"))
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+# ---- schedule -----------------------------------------------------------------------------------
+
+def test_learning_rate_warmup_cosine_and_wsd():
+    oc = OptimConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    lrs = [learning_rate(s, oc) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # monotone decay after warmup
+    assert lrs[-1] == pytest.approx(0.1, abs=1e-3)
+    wsd = OptimConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.0, schedule="wsd",
+                      cooldown_fraction=0.2)
+    assert learning_rate(50, wsd) == learning_rate(79, wsd) == 1.0
+    assert learning_rate(90, wsd) == pytest.approx(0.5) and learning_rate(100, wsd) == 0.0
+
+
+def test_weight_decay_only_on_matrices():
+    model = ToyModel()
+    opt, names = train_mod._adamw(list(model.named_parameters()), 1e-3, OptimConfig(weight_decay=0.5), False)
+    decayed = {id(p) for p in opt.param_groups[0]["params"]}
+    assert opt.param_groups[0]["weight_decay"] == 0.5 and opt.param_groups[1]["weight_decay"] == 0.0
+    for name, p in model.named_parameters():
+        assert (id(p) in decayed) == (p.ndim >= 2), name
+    assert sorted(names) == sorted(n for n, _ in model.named_parameters())
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+
+def test_toy_overfit_and_run_folder(toy, clips, tmp_path):
+    events = []
+    out = tmp_path / "run"
+    result = train(toy_cfg(steps=30, eval_every=10, ema_decay=0.0), clips, out, device="cpu",
+                   on_event=events.append)
+    lines = [json.loads(x) for x in (out / "tokenizer" / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [x for x in lines if x["split"] == "train"]
+    assert train_lines[-1]["mse"] < 0.5 * train_lines[0]["mse"]  # a short overfit drops the loss
+    assert [x["step"] for x in lines if x["split"] == "val"] == [10, 20, 30]
+    assert result["tokenizer"]["mse"] == lines[-1]["mse"]
+    assert "d_loss" in train_lines[-1] and "clips_per_s" in train_lines[-1]
+    assert (out / "config.yaml").is_file()
+    assert sorted(p.name for p in (out / "tokenizer" / "samples").iterdir()) == [
+        "step_0000010.png", "step_0000020.png", "step_0000030.png"]
+    meta = read_metadata(out / "tokenizer" / "last.safetensors")
+    assert meta["kind"] == "tokenizer" and meta["step"] == "30"
+    assert (out / "tokenizer" / "step_0000004.safetensors").is_file()
+    kinds = {e["event"] for e in events}
+    assert {"start", "step", "eval", "checkpoint", "info"} <= kinds  # info: sidecar actions found
+    assert any("'actions'" in e.get("message", "") for e in events)
+
+
+def test_resume_equals_straight_run(toy, clips, tmp_path):
+    """N steps, stop, resume to 2N == 2N straight: weights, EMA, optimiser, schedule, data, RNG."""
+    cfg = toy_cfg()
+    train(cfg, clips, tmp_path / "straight", device="cpu")
+    train(cfg, clips, tmp_path / "split", device="cpu", stop_at=3)  # odd: mid-accumulation of nothing
+    assert read_metadata(tmp_path / "split" / "tokenizer" / "state.safetensors")["step"] == "3"
+    train(cfg, clips, tmp_path / "split", device="cpu", resume=True)
+    a = weights(tmp_path / "straight" / "tokenizer" / "state.safetensors")
+    b = weights(tmp_path / "split" / "tokenizer" / "state.safetensors")
+    assert a.keys() == b.keys() and any(k.startswith("aux_opt/") for k in a)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    la = (tmp_path / "straight" / "tokenizer" / "metrics.jsonl").read_text().splitlines()
+    lb = (tmp_path / "split" / "tokenizer" / "metrics.jsonl").read_text().splitlines()
+    val = lambda ls: [x for x in map(json.loads, ls) if x["split"] == "val" and x.pop("time")]
+    assert val(la) == val(lb) and len(val(la)) == 2
+
+
+def test_interrupt_saves_and_stops(toy, clips, tmp_path):
+    def on_event(e):
+        if e["event"] == "step" and e["step"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    events = []
+    train(toy_cfg(), clips, tmp_path / "run", device="cpu",
+          on_event=lambda e: (events.append(e), on_event(e)))
+    assert read_metadata(tmp_path / "run" / "tokenizer" / "state.safetensors")["step"] == "3"
+    assert read_metadata(tmp_path / "run" / "tokenizer" / "last.safetensors")["step"] == "3"
+    assert events[-1]["event"] == "interrupted"
+
+
+def test_bad_inputs_leave_no_run_folder(toy, clips, tmp_path):
+    out = tmp_path / "run"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "broken.mp4").write_bytes(b"not a video at all")
+    for data, pattern in [(tmp_path / "missing", "not found"), (empty, "no videos"),
+                          (junk, "no readable video")]:
+        with pytest.raises(GenieError, match=pattern):
+            train(toy_cfg(), data, out, device="cpu")
+        assert not out.exists()
+    with pytest.raises(GenieError, match="no run folder"):
+        train(toy_cfg(), clips, out, device="cpu", resume=True)
+    with pytest.raises(GenieError, match="unknown stage"):
+        train(toy_cfg(), clips, out, stage="nope", device="cpu")
+    assert not out.exists()
+    short = moving_square_clips(tmp_path / "short", count=2, frames=2)
+    with pytest.raises(GenieError, match="frames a clip needs"):
+        train(toy_cfg(), short, out, device="cpu")
+    assert not out.exists()
+
+
+def test_resume_checks_the_run(toy, clips, tmp_path):
+    out = tmp_path / "run"
+    train(toy_cfg(steps=2), clips, out, device="cpu")
+    with pytest.raises(GenieError, match="already holds a training run"):
+        train(toy_cfg(steps=2), clips, out, device="cpu")
+    from dataclasses import replace
+    other = replace(toy_cfg(steps=2), name="small")
+    with pytest.raises(GenieError, match="preset 'tiny', not 'small'"):
+        train(other, clips, out, device="cpu", resume=True)
+    # Finished: resuming with more steps continues; with the same steps it does nothing.
+    assert train(toy_cfg(steps=2), clips, out, device="cpu", resume=True) == {}
+    train(toy_cfg(steps=4), clips, out, device="cpu", resume=True)
+    assert read_metadata(out / "tokenizer" / "last.safetensors")["step"] == "4"
+
+
+def test_corrupt_video_skipped_with_warning(toy, clips, tmp_path):
+    (clips / "a" / "zz_broken.mp4").write_bytes(b"\x00" * 100)
+    events = []
+    train(toy_cfg(steps=1), clips, tmp_path / "run", device="cpu", on_event=events.append)
+    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    assert any("zz_broken.mp4" in w for w in warnings)
+
+
+# ---- DDP: two CPU processes (gloo) ---------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    stages._REGISTRY["tokenizer"] = ToyStage
+    original = train_mod.run_loop
+
+    def run_loop(run, stop_at=None):  # keep each rank's final weights for the comparison
+        result = original(run, stop_at)
+        save_file({k: v.contiguous() for k, v in run.model.state_dict().items()},
+                  str(Path(out).parent / f"rank{rank}.safetensors"))
+        save_file({"frames": torch.from_numpy(run.data.train.sample(np.random.default_rng(0), 4)["frames"])},
+                  str(Path(out).parent / f"batch{rank}.safetensors"))
+        return result
+
+    train_mod.run_loop = run_loop
+    train(toy_cfg(steps=3, eval_every=3), data, out, device="cpu")
+
+
+def test_ddp_two_processes_identical_weights(clips, tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(clips), str(tmp_path / "run")), nprocs=2)
+    w0, w1 = weights(tmp_path / "rank0.safetensors"), weights(tmp_path / "rank1.safetensors")
+    for key in w0:
+        assert torch.equal(w0[key], w1[key]), key
+    # The data is sharded: the ranks draw from different files.
+    b0, b1 = weights(tmp_path / "batch0.safetensors"), weights(tmp_path / "batch1.safetensors")
+    assert not torch.equal(b0["frames"], b1["frames"])
+    # Only rank 0 wrote the run folder, and its last checkpoint holds the (EMA) weights.
+    assert read_metadata(tmp_path / "run" / "tokenizer" / "last.safetensors")["step"] == "3"
