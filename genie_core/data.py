@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,10 @@ CACHE_DIRNAME = ".genie_cache"
 ACTION_KEYS = ("actions_effective", "actions")  # sidecar keys, preferred first (tools/README.md)
 
 Warn = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,7 @@ class FrameCache:
         return all(v.actions is not None for v in self.videos)
 
     @classmethod
-    def open(cls, folder: str | os.PathLike, resolution: tuple[int, int], *, warn: Warn = print,
+    def open(cls, folder: str | os.PathLike, resolution: tuple[int, int], *, warn: Warn = _stderr,
              build: bool = True) -> "FrameCache":
         """The cache for ``folder`` at ``resolution``: reused when the files are unchanged, else
         rebuilt (atomically: built in a temporary directory, then renamed into place)."""
@@ -271,7 +276,7 @@ class Dataset:
 
 def load_dataset(folder: str | os.PathLike, num_frames: int, resolution: tuple[int, int],
                  frame_stride: int = 1, val_fraction: float = 0.1, *, rank: int = 0,
-                 world_size: int = 1, warn: Warn = print, build: bool = True) -> Dataset:
+                 world_size: int = 1, warn: Warn = _stderr, build: bool = True) -> Dataset:
     """Open (or build) the cache, split by file, shard the training files across ranks."""
     cache = FrameCache.open(folder, resolution, warn=warn, build=build)
     train_ids, val_ids = split_videos(cache, val_fraction)
