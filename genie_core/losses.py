@@ -136,7 +136,7 @@ class Discriminator(nn.Module):
         dim_mults, down_step = tuple(dim_mults), tuple(down_step)
         dims = [model_dim * m for m in dim_mults]
         self._validate(inp_size, dims, down_step, kernel_size, num_groups, act_fn, discriminate,
-                       num_heads, dim_head)
+                       num_heads, dim_head, model_dim)
         self.inp_size, self.inp_channels = inp_size, inp_channels
         self.video = discriminate == "video"
         conv = nn.Conv3d if self.video else nn.Conv2d
@@ -159,7 +159,7 @@ class Discriminator(nn.Module):
 
     @staticmethod
     def _validate(inp_size, dims, down_step, kernel_size, num_groups, act_fn, discriminate,
-                  num_heads, dim_head) -> None:
+                  num_heads, dim_head, model_dim) -> None:
         if len(inp_size) != 2 or min(inp_size) < 1:
             raise ValueError(f"inp_size must be (H, W) of positive ints, got {inp_size}")
         if not dims or len(dims) != len(down_step):
@@ -174,7 +174,7 @@ class Discriminator(nn.Module):
             raise ValueError(f"discriminate must be 'frames' or 'video', got {discriminate!r}")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (same padding), got {kernel_size}")
-        bad = [d for d in dims if d % num_groups]
+        bad = [d for d in (model_dim, *dims) if d % num_groups]
         if bad:
             raise ValueError(f"channel widths {bad} are not divisible by num_groups={num_groups}")
         if num_heads < 1 or dim_head < 1:

@@ -97,6 +97,7 @@ def test_spatial_attention_is_global():
     (dict(act_fn="swishy"), "act_fn"),
     (dict(discriminate="clips"), "discriminate"),
     (dict(num_groups=3), "num_groups"),
+    (dict(model_dim=6, dim_mults=(4, 8)), "num_groups"),
     (dict(kernel_size=4), "odd"),
     (dict(down_step=(None, (2, 2))), "down_step"),
 ])
@@ -295,3 +296,14 @@ def test_perceptual_bad_layers_and_inputs(perc):
         perc(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
     with pytest.raises(ValueError, match="matching"):
         perc(torch.zeros(1, 3, 32, 32), torch.zeros(2, 3, 32, 32))
+
+
+def test_bf16_autocast_finite(perc):
+    """bf16 autocast is the first CPU/GPU speed lever: both modules must run under it."""
+    torch.manual_seed(0)
+    x = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = perc(x, torch.rand(2, 3, 32, 32) * 2 - 1)
+        logits = Discriminator(**TINY_DISC)(x)
+    (loss + logits.float().mean()).backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss) and torch.isfinite(x.grad).all()
