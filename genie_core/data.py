@@ -234,6 +234,13 @@ class ClipSet:
     def __len__(self) -> int:
         return int(self.cum[-1])
 
+    def frame_index(self, j: int) -> np.ndarray:
+        """Frame numbers (T,) int64 of clip j in ``cache.frames`` (the dynamics stage's token cache
+        is indexed the same way)."""
+        k = int(np.searchsorted(self.cum, j, side="right")) - 1
+        video = self.cache.videos[self.video_ids[k]]
+        return video.offset + int(j - self.cum[k]) + self.stride * np.arange(self.num_frames)
+
     def clip(self, j: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Frames uint8 (T, H, W, 3) and actions int64 (T-1,) (None without sidecars) of clip j."""
         k = int(np.searchsorted(self.cum, j, side="right")) - 1
@@ -250,7 +257,8 @@ class ClipSet:
 
     def batch(self, indices: np.ndarray | list[int]) -> dict[str, np.ndarray]:
         clips = [self.clip(int(j)) for j in indices]
-        out = {"frames": np.stack([c[0] for c in clips])}  # (B, T, H, W, 3)
+        out = {"frames": np.stack([c[0] for c in clips]),  # (B, T, H, W, 3)
+               "frame_index": np.stack([self.frame_index(int(j)) for j in indices])}  # (B, T)
         if self.with_actions:
             out["actions"] = np.stack([c[1] for c in clips])  # (B, T-1)
         return out

@@ -423,12 +423,15 @@ def resolve_stages(stage: str) -> list[str]:
 
 def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathLike, *,
           stage: str = "tokenizer", resume: bool = False, device: str = "auto",
-          stop_at: int | None = None, on_event: Event | None = None) -> dict[str, dict[str, float]]:
+          stop_at: int | None = None, on_event: Event | None = None,
+          inputs: dict[str, str | os.PathLike] | None = None) -> dict[str, dict[str, float]]:
     """Train ``stage`` (or ``all`` stages in order) on the videos under ``data_dir``.
 
     Everything that can be wrong with the input is checked before ``run_dir`` is created.
     ``stop_at`` stops (and checkpoints) at that step while the schedule still spans the
-    configured steps. Returns the last validation metrics per stage.
+    configured steps. ``inputs`` names checkpoints from the command line by stage
+    (``{"tokenizer": path, "lam": path}``) for stages that build on earlier models. Returns the
+    last validation metrics per stage.
     """
     names = resolve_stages(stage)
     run_dir, data_dir = Path(run_dir), Path(data_dir)
@@ -457,12 +460,15 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
             warn("no held-out videos: validating on training clips")
         results = {}
         for name, has_state in plan:
-            stage_obj = get_stage(name)(cfg, run_dir, dev, cfg.train.precision)
+            stage_obj = get_stage(name)(cfg, run_dir, dev, cfg.train.precision, inputs)
+            stage_obj.prepare(data)
             run = setup_run(stage_obj, cfg, data, run_dir, d, emit)
             if has_state:
                 resume_run(run)
                 if run.step >= run.ocfg.steps:
                     emit({"event": "info", "message": f"{name}: already trained to step {run.step}"})
+                    if d.rank == 0:
+                        stage_obj.finish()
                     continue
             if d.rank == 0:  # only now, with every input checked, does the run folder appear
                 run.dir.mkdir(parents=True, exist_ok=True)
@@ -471,6 +477,8 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
             results[name] = run_loop(run, stop_at)
             if run.step < run.ocfg.steps:  # interrupted or stop_at: later stages must wait
                 break
+            if d.rank == 0:
+                stage_obj.finish()
         return results
     finally:
         if d.owns_group:

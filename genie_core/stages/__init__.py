@@ -77,11 +77,13 @@ class Stage:
     kind: ClassVar[str] = ""  # checkpoint kind (genie_core.checkpoint.KINDS)
 
     def __init__(self, cfg: "GenieConfig", run_dir: Path, device: "torch.device",
-                 precision: str = "bf16") -> None:
+                 precision: str = "bf16", inputs: dict[str, Path] | None = None) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.device = device
         self.precision = precision
+        # Checkpoints named on the command line (``--tokenizer``, ``--lam``), by stage name.
+        self.inputs = {k: Path(v) for k, v in (inputs or {}).items() if v is not None}
 
     # ---- required -------------------------------------------------------------------------
     def build_model(self) -> "nn.Module":
@@ -102,6 +104,14 @@ class Stage:
         raise NotImplementedError
 
     # ---- optional -------------------------------------------------------------------------
+    def prepare(self, data: Any) -> None:
+        """Called once with the ``genie_core.data.Dataset`` before ``build_model`` (the dynamics
+        stage tokenizes the frame cache here; batches carry ``frame_index`` (B, T) int64, the
+        clips' frame numbers in ``data.cache.frames``)."""
+
+    def finish(self) -> None:
+        """Called on rank 0 after the stage trained to its last step (``last.safetensors`` written)."""
+
     def optim_config(self) -> "OptimConfig":
         """This stage's optimiser and schedule: ``cfg.train.<name>``."""
         return getattr(self.cfg.train, self.name)
