@@ -229,9 +229,10 @@ def _ffmpeg_frames(path: Path, probe: _Probe, strict: bool) -> Iterator[np.ndarr
 
 def _gif_info(path: Path) -> VideoInfo:
     with _open_image(path) as image:
-        delays = []
-        for frame in ImageSequence.Iterator(image):
-            delays.append(frame.info.get("duration", 0) or 0)
+        try:
+            delays = [frame.info.get("duration", 0) or 0 for frame in ImageSequence.Iterator(image)]
+        except Exception as exc:  # Pillow raises many types (IndexError, EOFError, ...) on bad data
+            raise VideoError(f"{path}: truncated or corrupt GIF ({_one_line(exc)})") from None
         width, height = image.size
     positive = [d for d in delays if d > 0]
     # GIF delays are centiseconds; browsers play a 0 delay as 100 ms, so we read it as 10 fps.
@@ -244,15 +245,20 @@ def _gif_frames(path: Path) -> Iterator[np.ndarray]:
         try:
             for frame in ImageSequence.Iterator(image):
                 yield _pil_to_rgb(frame)
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise VideoError(f"{path}: truncated or corrupt GIF ({exc})") from None
+        except Exception as exc:
+            raise VideoError(f"{path}: truncated or corrupt GIF ({_one_line(exc)})") from None
 
 
 def _open_image(path: Path) -> Image.Image:
     try:
         return Image.open(path)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise VideoError(f"{path}: not a readable image ({exc})") from None
+    except Exception as exc:
+        raise VideoError(f"{path}: not a readable image ({_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _pil_to_rgb(image: Image.Image) -> np.ndarray:
@@ -370,8 +376,8 @@ def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
         try:
             image = ImageOps.exif_transpose(image)
             frame = _pil_to_rgb(image)
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise VideoError(f"{path}: truncated or corrupt image ({exc})") from None
+        except Exception as exc:
+            raise VideoError(f"{path}: truncated or corrupt image ({_one_line(exc)})") from None
     return frame if size is None else fit_frames(frame, size)
 
 
