@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from genie_cli import reconstruct, tokenize
+from genie_cli import train as train_cmd
 
 app = typer.Typer(
     name="genie",
@@ -17,6 +18,7 @@ app = typer.Typer(
 
 app.command("tokenize")(tokenize.tokenize)
 app.command("reconstruct")(reconstruct.reconstruct)
+app.command("train")(train_cmd.train)
 
 
 @app.callback()

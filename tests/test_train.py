@@ -301,3 +301,52 @@ def test_ddp_two_processes_identical_weights(clips, tmp_path):
     assert not torch.equal(b0["frames"], b1["frames"])
     # Only rank 0 wrote the run folder, and its last checkpoint holds the (EMA) weights.
     assert read_metadata(tmp_path / "run" / "tokenizer" / "last.safetensors")["step"] == "3"
+
+
+# ---- the command ---------------------------------------------------------------------------------
+
+def cli(*args: str):
+    from typer.testing import CliRunner
+
+    from genie_cli.app import app
+    return CliRunner().invoke(app, ["train", *args])
+
+
+def test_cli_bad_inputs_exit_2_without_run_folder(toy, clips, tmp_path):
+    out = tmp_path / "run"
+    cases = [
+        (["--preset", "nope"], "unknown preset"),
+        (["--set", "train.tokenizer.nope=1"], "nope"),
+        (["--set", "train.tokenizer.lr=fast"], "lr"),
+        (["--stage", "everything"], "--stage"),
+        (["--precision", "fp8"], "--precision"),
+    ]
+    for extra, needle in cases:
+        result = cli("--preset", "tiny", "--data", str(clips), "--out", str(out), *extra)
+        assert result.exit_code == 2, (extra, result.output)
+        assert needle in result.output and "Traceback" not in result.output
+        assert not out.exists()
+    (tmp_path / "empty").mkdir()
+    for data in (tmp_path / "missing", tmp_path / "empty"):
+        result = cli("--preset", "tiny", "--data", str(data), "--out", str(out))
+        assert result.exit_code == 2 and not out.exists(), result.output
+    result = cli("--preset", "tiny", "--data", str(clips), "--out", str(out), "--resume")
+    assert result.exit_code == 2 and "no run folder" in result.output and not out.exists()
+
+
+def test_cli_trains_and_resumes(toy, clips, tmp_path):
+    out = tmp_path / "run"
+    args = ["--preset", "tiny", "--data", str(clips), "--out", str(out), "--precision", "fp32",
+            "--set", "train.tokenizer.eval_every=2", "--steps", "4", "--batch-size", "2"]
+    result = cli(*args, "--stop-after", "2")
+    assert result.exit_code == 0, result.output
+    assert read_metadata(out / "tokenizer" / "last.safetensors")["step"] == "2"
+    result = cli(*args, "--resume", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["stage"] == "tokenizer" and "mse" in record
+    assert read_metadata(out / "tokenizer" / "last.safetensors")["step"] == "4"
+    other = tmp_path / "other.yaml"
+    other.write_text("inherit: tiny\n")
+    result = cli("--preset", str(other), "--data", str(clips), "--out", str(out), "--resume")
+    assert result.exit_code == 2 and "preset 'tiny', not 'other'" in result.output
