@@ -116,9 +116,9 @@ class Discriminator(nn.Module):
     Stage i is a residual block ``model_dim * dim_mults[i-1] -> model_dim * dim_mults[i]`` that
     down-samples space by ``down_step[i]`` (None = keep), followed, when ``use_attn``, by spatial
     self-attention and a feed-forward block. Attention runs at stages with at most
-    ``attn_max_tokens`` positions per frame (default 16x16) and always at the last stage: on CPU,
-    attention over a 32x32 map already costs more than the convolutions (measured ~0.25 s vs
-    ~0.18 s for 8 frames at the seed config). A conv + linear head gives one logit.
+    ``attn_max_tokens`` positions per frame (default 16x16) and always at the last stage: attention
+    cost grows with the square of the positions, and at 32x32 on CPU it already outweighs all the
+    convolutions of the seed config. A conv + linear head gives one logit.
 
     ``discriminate='frames'``: 2D convs; (N, 3, H, W) -> (N,) and (B, 3, T, H, W) -> (B, T).
     ``discriminate='video'``: 3D convs (time kernel = ``kernel_size``, no time down-sampling) over
