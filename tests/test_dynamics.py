@@ -35,7 +35,8 @@ def test_golden_shapes() -> None:
     model = _model()
     ids, actions = _data(model)
     logits = model(ids, actions)
-    assert [tuple(lg.shape) for lg in logits] == [(2, 4, 4, 4, 1024)]
+    h, w = model.token_size
+    assert [tuple(lg.shape) for lg in logits] == [(2, model.context_frames, h, w, 2 ** model.config.code_bits)]
     loss, metrics = model.loss(ids, actions)
     assert loss.ndim == 0 and torch.isfinite(loss) and {"loss", "token_acc"} <= set(metrics)
 
