@@ -53,7 +53,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Ten
 
 
 def _gaussian_window(size: int, sigma: float, channels: int, device: torch.device) -> torch.Tensor:
-    coords = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    coords = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
     g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
     g = g / g.sum()
     return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()  # (C, 1, k, k)
@@ -66,6 +66,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, window: int 
 
     Images smaller than the window use the largest odd window that fits (same sigma)."""
     a, b, lead, video = _as_frames(a, b)
+    a, b = a.double(), b.double()  # E[x^2] - E[x]^2 cancels badly in float32 next to C2 = 9e-4
     channels, height, width = a.shape[1:]
     size = min(window, height, width)
     size -= 1 - size % 2  # odd, so the window has a centre
@@ -81,7 +82,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, window: int 
     cov = blur(a * b) - mu_a * mu_b
     ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
         (mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
-    return _finish(ssim_map.mean(dim=(1, 2, 3)), lead, video)
+    return _finish(ssim_map.mean(dim=(1, 2, 3)).float(), lead, video)
 
 
 # ----------------------------------------------------------------------------- discrete metrics
