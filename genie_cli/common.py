@@ -175,11 +175,13 @@ class _Progress:
 
 def report_skipped(path: Path, message: str) -> None:
     """Folder/stdin mode: one line per skipped input on stderr."""
-    typer.echo(f"skipped {path}: {message}", err=True)
+    typer.echo(f"skipped {message}" if message.startswith(str(path)) else f"skipped {path}: {message}",
+               err=True)
 
 
 def open_tokenizer(checkpoint: Path | None, preset: str | None, overrides: list[str] | None,
-                   device: str, precision: str, threads: int, window: int | None) -> Any:
+                   device: str, precision: str, threads: int, window: int | None,
+                   size: tuple[int, int] | None) -> Any:
     """The tokenizer a command asked for (``genie_core.api.LoadedTokenizer``); imports torch."""
     from genie_core.runtime import set_threads
     from genie_core import api
@@ -198,4 +200,7 @@ def open_tokenizer(checkpoint: Path | None, preset: str | None, overrides: list[
     if checkpoint is None:
         warn(f"no --checkpoint: using an UNTRAINED tokenizer from preset '{preset}' "
              "(fine for smoke tests, meaningless tokens)")
+    if size is None and tok.resolution is None:
+        warn(f"{checkpoint} does not record the frame size it was trained at: frames keep their "
+             f"own size (cropped to a multiple of {tok.space_downsample}); --size HxW to choose")
     return tok

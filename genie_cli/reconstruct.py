@@ -51,25 +51,22 @@ def reconstruct(
     check_suffix(output, VIDEO_OUT, "output")
     if compare is not None:
         check_suffix(compare, (".png",), "--compare picture")
-    tok = open_tokenizer(checkpoint, preset, overrides, device, precision, threads, window)
+    tok = open_tokenizer(checkpoint, preset, overrides, device, precision, threads, window, hw)
 
     from genie_core import api
-    from genie_core.video import write_grid, write_video
 
-    rec = api.reconstruct_video(tok, source, size=hw, batch_windows=batch, precision=precision)
-    write_video(output, rec.frames, rec.fps)
-    if compare is not None:
-        write_grid(compare, api.compare_rows(rec, compare_frames), labels=["original", "reconstruction"])
+    rec = api.reconstruct_to_file(tok, source, output, compare=compare, compare_frames=compare_frames,
+                                  size=hw, batch_windows=batch, precision=precision)
     m = rec.metrics
-    h, w = rec.frames.shape[1:3]
+    h, w = rec.frame_size
     if json_out:
         emit_json({"input": str(source), "output": str(output),
                    "compare": str(compare) if compare else None, "status": "ok",
-                   "num_frames": len(rec.frames), "fps": rec.fps, "frame_size": [h, w],
+                   "num_frames": rec.num_frames, "fps": rec.fps, "frame_size": [h, w],
                    "psnr": json_number(m["psnr"]), "ssim": json_number(m["ssim"]),
                    "seconds": round(rec.seconds, 4)})
     else:
-        typer.echo(f"{source} -> {output}: {len(rec.frames)} frames {h}x{w} at {rec.fps:g} fps "
+        typer.echo(f"{source} -> {output}: {rec.num_frames} frames {h}x{w} at {rec.fps:g} fps "
                    f"({rec.seconds:.2f} s)")
         typer.echo(f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}")
         if compare is not None:

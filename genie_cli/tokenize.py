@@ -48,7 +48,7 @@ def tokenize(
     inputs = expand_inputs(source, output, ".npz")
     if not inputs.batch:
         check_suffix(inputs.jobs[0].dst, (".npz",), "output")
-    tok = open_tokenizer(checkpoint, preset, overrides, device, precision, threads, window)
+    tok = open_tokenizer(checkpoint, preset, overrides, device, precision, threads, window, hw)
 
     from genie_core import api
     from genie_core.errors import GenieError

@@ -8,6 +8,7 @@ causal, so a short last window is padded by repeating its last frame and the pad
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -219,22 +220,6 @@ def tokenize_video(tok: LoadedTokenizer, path: str | os.PathLike, *,
 
 # ---- reconstruct ---------------------------------------------------------------------------
 
-@dataclass
-class Reconstruction:
-    """Original (fitted) and reconstructed frames with per-frame PSNR / SSIM on [0, 1]."""
-
-    originals: np.ndarray  # uint8 (T, H, W, 3)
-    frames: np.ndarray  # uint8 (T, H, W, 3)
-    fps: float
-    psnr_per_frame: np.ndarray = field(repr=False)  # (T,)
-    ssim_per_frame: np.ndarray = field(repr=False)  # (T,)
-    seconds: float = 0.0
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        return {"psnr": float(self.psnr_per_frame.mean()), "ssim": float(self.ssim_per_frame.mean())}
-
-
 def _frame_metrics(orig: np.ndarray, rec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame PSNR and SSIM of two uint8 (T, H, W, 3) arrays, on [0, 1]."""
     from genie_core.metrics import psnr, ssim
@@ -246,22 +231,23 @@ def _frame_metrics(orig: np.ndarray, rec: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def iter_reconstruction(tok: LoadedTokenizer, path: str | os.PathLike, *,
                         size: tuple[int, int] | None = None, batch_windows: int = 4,
-                        precision: str = "bf16") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                        precision: str = "bf16", info: Any = None
+                        ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(original, reconstruction) uint8 (n, H, W, 3) window by window: encode, quantise, decode
     the ids (the same path a token file takes), trim the causal padding."""
     from genie_core.video import from_model
 
     path = Path(path)
-    info = _probe(path)
+    info = info or _probe(path)
     hw = frame_size(tok, (info.height, info.width), size)
     pending: list[_WindowResult] = []
 
     def flush() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        # One encode batch: every window in it was padded to the same length.
         ids = torch.stack([r.ids for r in pending]).to(tok.device)  # (B, T', h, w)
         with inference(tok.device, precision):
             video = tok.model.decode_ids(ids)  # (B, 3, T, H, W)
-        frames = from_model(video.float().clamp(-1, 1))  # uint8 (B, T, H, W, 3)
-        frames = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+        frames = from_model(video.float())  # uint8 (B, T, H, W, 3)
         for r, rec in zip(pending, frames):
             yield r.frames, rec[: len(r.frames)]
         pending.clear()
@@ -274,28 +260,120 @@ def iter_reconstruction(tok: LoadedTokenizer, path: str | os.PathLike, *,
         yield from flush()
 
 
+class _EvenSample:
+    """Keeps about ``count`` evenly spaced frames of a stream of unknown length in bounded memory:
+    every ``stride``-th frame is kept, and the stride doubles whenever 2 * count are held."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.stride, self.seen = count, 1, 0
+        self.kept: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def add(self, orig: np.ndarray, rec: np.ndarray) -> None:
+        for a, b in zip(orig, rec):
+            if self.seen % self.stride == 0:
+                self.kept.append((a, b))
+                if len(self.kept) >= 2 * self.count:
+                    self.kept, self.stride = self.kept[::2], self.stride * 2
+            self.seen += 1
+
+    def rows(self) -> list[np.ndarray]:
+        """[originals (k, H, W, 3), reconstructions (k, H, W, 3)] with k <= count."""
+        n = len(self.kept)
+        idx = np.unique(np.linspace(0, n - 1, num=min(n, self.count)).round().astype(int))
+        return [np.stack([self.kept[i][0] for i in idx]), np.stack([self.kept[i][1] for i in idx])]
+
+
+@dataclass
+class Reconstruction:
+    """A reconstruction's per-frame PSNR / SSIM on [0, 1]; ``frames`` and ``originals`` (uint8
+    (T, H, W, 3)) are kept by ``reconstruct_video`` only (``reconstruct_to_file`` streams)."""
+
+    fps: float
+    num_frames: int
+    frame_size: tuple[int, int]
+    psnr_per_frame: np.ndarray = field(repr=False)  # (T,)
+    ssim_per_frame: np.ndarray = field(repr=False)  # (T,)
+    seconds: float = 0.0
+    frames: np.ndarray | None = field(default=None, repr=False)
+    originals: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return {"psnr": float(self.psnr_per_frame.mean()), "ssim": float(self.ssim_per_frame.mean())}
+
+
+class _Collector:
+    """Per-frame metrics of a streamed reconstruction, plus whatever frames are to be kept."""
+
+    def __init__(self, path: Path, fps: float, keep: bool = False, sample: int = 0) -> None:
+        self.path, self.fps, self.keep = path, fps, keep
+        self.sample = _EvenSample(sample) if sample else None
+        self.start = time.perf_counter()
+        self.psnrs: list[np.ndarray] = []
+        self.ssims: list[np.ndarray] = []
+        self.kept: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def add(self, orig: np.ndarray, rec: np.ndarray) -> np.ndarray:
+        p, s = _frame_metrics(orig, rec)
+        self.psnrs.append(p)
+        self.ssims.append(s)
+        if self.keep:
+            self.kept.append((orig, rec))
+        if self.sample is not None:
+            self.sample.add(orig, rec)
+        return rec
+
+    def result(self) -> Reconstruction:
+        if not self.psnrs:
+            from genie_core.errors import VideoError
+            raise VideoError(f"{self.path}: no frames")
+        psnr_all, ssim_all = np.concatenate(self.psnrs), np.concatenate(self.ssims)
+        rec = Reconstruction(self.fps, len(psnr_all), (0, 0), psnr_all, ssim_all,
+                             seconds=time.perf_counter() - self.start)
+        if self.kept:
+            rec.originals = np.concatenate([o for o, _ in self.kept])
+            rec.frames = np.concatenate([r for _, r in self.kept])
+        return rec
+
+
 def reconstruct_video(tok: LoadedTokenizer, path: str | os.PathLike, *,
                       size: tuple[int, int] | None = None, batch_windows: int = 4,
                       precision: str = "bf16") -> Reconstruction:
-    """Reconstruct a whole video (same frame count and fps) with per-frame PSNR and SSIM."""
+    """Reconstruct a whole video in memory (same frame count and fps) with per-frame PSNR / SSIM.
+    For long videos use ``reconstruct_to_file``, which streams."""
     path = Path(path)
-    start = time.perf_counter()
-    fps = float(_probe(path).fps)
-    originals, frames, psnrs, ssims = [], [], [], []
+    info = _probe(path)
+    out = _Collector(path, float(info.fps), keep=True)
     for orig, rec in iter_reconstruction(tok, path, size=size, batch_windows=batch_windows,
-                                         precision=precision):
-        p, s = _frame_metrics(orig, rec)
-        originals.append(orig), frames.append(rec), psnrs.append(p), ssims.append(s)
-    if not frames:
-        from genie_core.errors import VideoError
-        raise VideoError(f"{path}: no frames")
-    return Reconstruction(np.concatenate(originals), np.concatenate(frames), fps,
-                          np.concatenate(psnrs), np.concatenate(ssims),
-                          seconds=time.perf_counter() - start)
+                                         precision=precision, info=info):
+        out.add(orig, rec)
+    result = out.result()
+    result.frame_size = tuple(result.frames.shape[1:3])  # type: ignore[union-attr, assignment]
+    return result
 
 
-def compare_rows(rec: Reconstruction, max_frames: int = 8) -> list[np.ndarray]:
-    """[originals, reconstructions] at up to ``max_frames`` evenly spaced frames, for a grid."""
-    n = len(rec.frames)
-    idx = np.unique(np.linspace(0, n - 1, num=min(n, max_frames)).round().astype(int))
-    return [rec.originals[idx], rec.frames[idx]]
+def reconstruct_to_file(tok: LoadedTokenizer, path: str | os.PathLike, output: str | os.PathLike,
+                        *, compare: str | os.PathLike | None = None, compare_frames: int = 8,
+                        size: tuple[int, int] | None = None, batch_windows: int = 4,
+                        precision: str = "bf16") -> Reconstruction:
+    """Stream a video through the tokenizer into ``output`` (.mp4 / .gif: same frame count and
+    fps), with ``compare``, also a PNG of up to ``compare_frames`` evenly spaced originals above
+    their reconstructions. Memory holds a batch of windows, never the whole video; both writes
+    are atomic, so a video that fails to decode half-way leaves no output."""
+    from genie_core.video import write_grid, write_video
+
+    path = Path(path)
+    info = _probe(path)
+    out = _Collector(path, float(info.fps), sample=compare_frames if compare is not None else 0)
+    pairs = iter_reconstruction(tok, path, size=size, batch_windows=batch_windows,
+                                precision=precision, info=info)
+    first = next(pairs, None)  # decode errors and empty videos surface before anything is written
+    if first is None:
+        out.result()  # raises: no frames
+    frames = (out.add(orig, rec) for orig, rec in itertools.chain([first], pairs))
+    write_video(output, frames, out.fps)
+    result = out.result()
+    result.frame_size = tuple(first[1].shape[1:3])  # type: ignore[index, assignment]
+    if out.sample is not None:
+        write_grid(compare, out.sample.rows(), labels=["original", "reconstruction"])  # type: ignore[arg-type]
+    return result

@@ -95,3 +95,107 @@ def test_load_tokenizer_errors(tmp_path: Path) -> None:
         api.load_tokenizer(tmp_path / "lam.safetensors")
     with pytest.raises(ConfigError, match="unknown preset"):
         api.load_tokenizer(None, preset="no-such-preset")
+
+
+# ---- windowing, padding and batching (a fake causal tokenizer with time /2) ------------------
+
+class CausalPoolTokenizer(torch.nn.Module):
+    """A stand-in with the VideoTokenizer interface whose ids are easy to predict: latent frame t
+    is the mean brightness of frames 2t and 2t+1 (causal: frames <= 2t+1) over 4x4 patches,
+    quantised to 16 levels; decoding paints each latent frame back over its two frames."""
+
+    time_downsample, space_downsample, vocab_size = 2, 4, 16
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[int, ...]] = []
+
+    def tokenize(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls.append(tuple(video.shape))
+        x = video.float().mean(dim=1)  # (B, T, H, W) in [-1, 1]
+        x = torch.nn.functional.avg_pool3d(x[:, None], (2, 4, 4))[:, 0]  # (B, T/2, H/4, W/4)
+        ids = ((x + 1) / 2 * 15).round().clamp(0, 15).long()
+        return ids[:, None].float(), ids
+
+    def decode_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        x = ids.float() / 15 * 2 - 1  # (B, T', h, w)
+        x = x.repeat_interleave(2, dim=1).repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
+        return x[:, None].expand(-1, 3, -1, -1, -1)  # (B, 3, T, H, W)
+
+
+def fake_tokenizer(window: int) -> api.LoadedTokenizer:
+    return api.LoadedTokenizer(CausalPoolTokenizer(), torch.device("cpu"), "fake", None, (16, 16),
+                               window)
+
+
+def reference_ids(frames: np.ndarray, window: int) -> np.ndarray:
+    """Each window tokenized alone, its last frame repeated to an even length, then trimmed."""
+    model, out = CausalPoolTokenizer(), []
+    for start in range(0, len(frames), window):
+        chunk = frames[start:start + window]
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], len(chunk) % 2, axis=0)])
+        x = torch.from_numpy(padded).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+        out.append(model.tokenize(x)[1][0].numpy())
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("frames, window, batch", [(11, 4, 2), (11, 4, 3), (6, 8, 4), (9, 2, 1)])
+def test_tokenize_video_windows(make_clip, clip_frames, tmp_path: Path, frames: int, window: int,
+                                batch: int) -> None:
+    clip = make_clip(tmp_path / "c.gif", frames=frames, size=(16, 16), fps=10)  # gif: lossless
+    tok = fake_tokenizer(window)
+    ids, meta = api.tokenize_video(tok, clip, batch_windows=batch, precision="fp32")
+    latent = sum(-(-min(window, frames - s) // 2) for s in range(0, frames, window))  # ceil per window
+    assert ids.dtype == np.int32 and ids.shape == (latent, 4, 4)
+    np.testing.assert_array_equal(ids, reference_ids(clip_frames(frames, (16, 16)), window))
+    assert meta["num_frames"] == frames and meta["frame_size"] == [16, 16]
+    assert meta["time_downsample"] == 2 and meta["window"] == window
+    assert max(shape[0] for shape in tok.model.calls) <= batch  # windows are batched, not more
+
+
+def test_window_rounds_up_to_time_downsample() -> None:
+    assert api._round_window(5, 2) == 6 and api._round_window(4, 1) == 4
+
+
+@pytest.mark.parametrize("frames", [7, 8])
+def test_reconstruct_keeps_frame_count(make_clip, clip_frames, tmp_path: Path, frames: int) -> None:
+    clip = make_clip(tmp_path / "c.gif", frames=frames, size=(16, 16), fps=10)
+    tok = fake_tokenizer(4)
+    rec = api.reconstruct_video(tok, clip, batch_windows=2, precision="fp32")
+    assert rec.frames.shape == rec.originals.shape == (frames, 16, 16, 3)
+    np.testing.assert_array_equal(rec.originals, clip_frames(frames, (16, 16)))
+    assert rec.psnr_per_frame.shape == rec.ssim_per_frame.shape == (frames,)
+    assert rec.fps == pytest.approx(10.0, rel=0.05)
+    # The reconstruction is what the token file decodes to.
+    ids, _ = api.tokenize_video(tok, clip, batch_windows=1, precision="fp32")
+    decoded = tok.model.decode_ids(torch.from_numpy(ids).long()[None])  # (1, 3, T'*2, 16, 16)
+    from genie_core.video import from_model
+    np.testing.assert_array_equal(rec.frames, from_model(decoded)[0][:frames])
+
+
+def test_reconstruct_to_file_streams(make_clip, tmp_path: Path) -> None:
+    from genie_core.video import probe_video, read_image, read_video
+
+    clip = make_clip(tmp_path / "c.mp4", frames=9, size=(24, 32), fps=15)
+    tok = fake_tokenizer(4)
+    in_memory = api.reconstruct_video(tok, clip, batch_windows=2, precision="fp32")
+    rec = api.reconstruct_to_file(tok, clip, tmp_path / "r.gif", compare=tmp_path / "cmp.png",
+                                  compare_frames=3, batch_windows=2, precision="fp32")
+    assert rec.num_frames == 9 and rec.frame_size == (16, 16)
+    np.testing.assert_allclose(rec.psnr_per_frame, in_memory.psnr_per_frame)
+    written, fps = read_video(tmp_path / "r.gif")
+    assert written.shape == (9, 16, 16, 3) and fps == pytest.approx(15, rel=0.1)
+    picture = read_image(tmp_path / "cmp.png")
+    assert picture.shape[1] > 3 * 16 and picture.shape[0] > 2 * 16
+    assert probe_video(tmp_path / "r.gif").num_frames == 9
+
+
+def test_even_sample_is_bounded_and_spread() -> None:
+    sample = api._EvenSample(4)
+    frames = np.arange(100, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    for start in range(0, 100, 7):
+        sample.add(frames[start:start + 7], frames[start:start + 7])
+        assert len(sample.kept) < 8
+    originals, recs = sample.rows()
+    picked = originals[:, 0, 0, 0].tolist()
+    assert len(picked) == 4 and picked[0] == 0 and picked[-1] >= 64 and picked == sorted(picked)
