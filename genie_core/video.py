@@ -544,7 +544,9 @@ def make_grid(rows: Sequence[np.ndarray], pad: int = 2, labels: Sequence[str] | 
         ink = (0, 0, 0) if background > 127 else (255, 255, 255)
         top = pad
         for text, strip in zip(labels, strips):
-            draw.text((pad, top + strip.shape[0] // 2), str(text), fill=ink, font=font, anchor="lm")
+            box = draw.textbbox((0, 0), str(text), font=font)  # no anchor: bitmap fonts lack it
+            y = top + (strip.shape[0] - (box[3] - box[1])) // 2 - box[1]
+            draw.text((pad, y), str(text), fill=ink, font=font)
             top += strip.shape[0] + pad
         grid = np.asarray(image)
     return grid

@@ -84,9 +84,14 @@ def write_clip(path: str | Path, frames: int = 8, size: tuple[int, int] = (64, 6
 
 
 @pytest.fixture
-def make_clip() -> Callable[..., Path]:
-    """``make_clip(path, frames=8, size=(64, 64), fps=10, kind="mp4") -> Path`` (see write_clip)."""
-    return write_clip
+def make_clip(tmp_path: Path) -> Callable[..., Path]:
+    """``make_clip(path, frames=8, size=(64, 64), fps=10, kind="mp4") -> Path`` (see write_clip);
+    a relative ``path`` lands in the test's ``tmp_path``."""
+
+    def make(path: str | Path, *args, **kwargs) -> Path:
+        return write_clip(tmp_path / path, *args, **kwargs)  # an absolute path stays as it is
+
+    return make
 
 
 @pytest.fixture

@@ -291,3 +291,10 @@ def test_to_model_from_model_round_trip(clip_frames):
 def test_video_module_imports_without_torch():
     code = "import sys, genie_core.video; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_make_clip_fixture_paths(tmp_path, make_clip):
+    assert make_clip("rel") == tmp_path / "rel.mp4"
+    assert make_clip("x/y.gif", frames=3).is_file()
+    with pytest.raises(ValueError):
+        make_clip("z.gif", kind="mp4")
