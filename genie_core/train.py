@@ -66,7 +66,8 @@ class Run:
     dist: Dist
     emit: Event
     step: int = 0
-    elapsed: float = 0.0  # training wall time over all sessions (evaluation excluded)
+    elapsed: float = 0.0  # time in training steps over all sessions (evaluation excluded)
+    wall: float = 0.0  # training plus evaluation time over all sessions (the PSNR-vs-time clock)
     names: dict[str, list[str]] = field(default_factory=dict)  # optimiser -> parameter names
 
 
@@ -222,7 +223,8 @@ def evaluate(run: Run) -> dict[str, float]:
 
 
 def _log(run: Run, record: dict[str, Any]) -> None:
-    record = {"stage": run.stage.name, "step": run.step, "time": round(run.elapsed, 3), **record}
+    record = {"stage": run.stage.name, "step": run.step, "time": round(run.elapsed, 3),
+              "wall": round(run.wall, 3), **record}
     with open(run.dir / "metrics.jsonl", "a") as fh:
         fh.write(json.dumps(record) + "\n")
 
@@ -261,7 +263,7 @@ def save_run(run: Run, periodic: bool = False) -> None:
     tensors.update(_optimizer_tensors(run.opt, run.names["opt"], "opt"))
     if run.aux_opt is not None:
         tensors.update(_optimizer_tensors(run.aux_opt, run.names["aux_opt"], "aux_opt"))
-    info = {"stage": run.stage.name, "step": run.step, "elapsed": run.elapsed,
+    info = {"stage": run.stage.name, "step": run.step, "elapsed": run.elapsed, "wall": run.wall,
             "world_size": run.dist.world, "seed": run.cfg.train.seed}
     save_checkpoint(run.dir / STATE_FILE, tensors, kind="train_state", config=to_dict(run.cfg),
                     step=run.step, extra={"train_state": json.dumps(info)})
@@ -289,7 +291,7 @@ def resume_run(run: Run) -> None:
     _load_optimizer(run.opt, run.names["opt"], "opt", tensors)
     if run.aux_opt is not None:
         _load_optimizer(run.aux_opt, run.names["aux_opt"], "aux_opt", tensors)
-    run.step, run.elapsed = int(info["step"]), float(info["elapsed"])
+    run.step, run.elapsed, run.wall = int(info["step"]), float(info["elapsed"]), float(info["wall"])
     log = run.dir / "metrics.jsonl"
     if run.dist.rank == 0 and log.is_file():  # drop lines logged after the state we resume from
         keep = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= run.step]
@@ -352,6 +354,7 @@ def run_loop(run: Run, stop_at: int | None = None) -> dict[str, float]:
             dt = time.perf_counter() - t0
             run.step += 1
             run.elapsed += dt
+            run.wall += dt
             _add(window, metrics, 1.0)
             window_steps, window_time = window_steps + 1, window_time + dt
             run.emit({"event": "step", "stage": run.stage.name, "step": run.step, "total": total,
@@ -362,7 +365,9 @@ def run_loop(run: Run, stop_at: int | None = None) -> dict[str, float]:
                 _log(run, {"split": "train", **record, "clips_per_s": round(clips / window_time, 3)})
                 window, window_steps, window_time = {}, 0, 0.0
             if rank0 and (run.step % ocfg.eval_every == 0 or run.step == total):
+                t1 = time.perf_counter()
                 val = evaluate(run)
+                run.wall += time.perf_counter() - t1
                 _log(run, {"split": "val", **val})
                 run.emit({"event": "eval", "stage": run.stage.name, "step": run.step, "metrics": val})
             if run.step % ocfg.save_every == 0:

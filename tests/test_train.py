@@ -350,3 +350,38 @@ def test_cli_trains_and_resumes(toy, clips, tmp_path):
     other.write_text("inherit: tiny\n")
     result = cli("--preset", str(other), "--data", str(clips), "--out", str(out), "--resume")
     assert result.exit_code == 2 and "preset 'tiny', not 'other'" in result.output
+
+
+# ---- the real tokenizer stage --------------------------------------------------------------------
+
+def test_tokenizer_stage_resume_exact(clips, tmp_path):
+    """The real tokenizer on `tiny` (fp32): 2 steps + resume to 4 == 4 straight, bit for bit."""
+    cfg = load_preset("tiny", ["train.tokenizer.steps=4", "train.tokenizer.eval_every=4",
+                               "train.tokenizer.save_every=4", "train.precision=fp32"])
+    events = []
+    result = train(cfg, clips, tmp_path / "straight", device="cpu", on_event=events.append)
+    assert {"psnr", "ssim", "codebook_usage", "perplexity"} <= result["tokenizer"].keys()
+    train(cfg, clips, tmp_path / "split", device="cpu", stop_at=2)
+    train(cfg, clips, tmp_path / "split", device="cpu", resume=True)
+    a = weights(tmp_path / "straight" / "tokenizer" / "state.safetensors")
+    b = weights(tmp_path / "split" / "tokenizer" / "state.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    from genie_core.checkpoint import load_checkpoint
+    model = load_checkpoint(tmp_path / "straight" / "tokenizer" / "last.safetensors")
+    assert model.checkpoint_step == 4
+    assert (tmp_path / "straight" / "tokenizer" / "samples" / "step_0000004.png").is_file()
+
+
+@pytest.mark.slow
+def test_torchrun_cli_two_processes(clips, tmp_path):
+    """`torchrun --nproc_per_node=2 -m genie_cli train` end to end (rank 0 writes the run)."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
+           str(_free_port()), "-m", "genie_cli", "train", "--preset", "tiny", "--data", str(clips),
+           "--out", str(out), "--steps", "3", "--threads", "1", "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert read_metadata(out / "tokenizer" / "last.safetensors")["step"] == "3"
+    assert proc.stdout.count("tokenizer:") == 1  # only rank 0 prints results
