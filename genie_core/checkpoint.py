@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,34 +15,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from genie_core.atomic import AtomicWrite, atomic_path  # noqa: F401  (re-exported)
 from genie_core.errors import CheckpointError
 from genie_core.version import CHECKPOINT_FORMAT_VERSION, __version__
 
 KINDS = ("tokenizer", "lam", "dynamics", "world")
-
-
-def atomic_path(path: str | os.PathLike) -> "AtomicWrite":
-    """``with atomic_path(p) as tmp: write(tmp)``: renamed onto ``p`` only when the block succeeds."""
-    return AtomicWrite(Path(path))
-
-
-class AtomicWrite:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f"{self.path.suffix}.tmp",
-                                   dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        return self.tmp
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], *, kind: str,

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from genie_core.atomic import atomic_path
 from genie_core.errors import GenieError
 from genie_core.version import TOKEN_FORMAT_VERSION
 
@@ -37,7 +38,6 @@ def file_digest(path: str | os.PathLike, length: int = 16) -> str:
 
 def save_tokens(path: str | os.PathLike, ids: Any, meta: dict[str, Any]) -> None:
     """Write ids (T', h, w) as int32 with ``meta`` (JSON-serialisable) atomically to ``path``."""
-    from genie_core.checkpoint import atomic_path  # imports torch; only writers pay for it
 
     ids = np.asarray(ids)
     if ids.ndim != 3:

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps, ImageSequence
 
+from genie_core.atomic import atomic_path
 from genie_core.errors import VideoError
 
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg",
@@ -404,13 +405,6 @@ def find_videos(folder: str | os.PathLike) -> list[Path]:
 
 # ----------------------------------------------------------------------------- writing
 
-def _atomic_path(path: Path) -> Any:
-    # checkpoint.py imports torch at module level; importing it here keeps ``import video`` light.
-    from genie_core.checkpoint import atomic_path
-
-    return atomic_path(path)
-
-
 def _encoder_args(suffix: str, height: int, width: int, crf: int) -> list[str]:
     """ffmpeg output options per container. H.264/VP9 4:2:0 needs even sizes, so odd sizes get
     4:4:4 (exact size kept, fine for ffmpeg, less widely played)."""
@@ -470,7 +464,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarra
     cmd = [_ffmpeg(), "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
            "-s", f"{width}x{height}", "-framerate", f"{fps:.6g}", "-i", "-",
            *_encoder_args(suffix, height, width, crf)]
-    with _atomic_path(path) as tmp, tempfile.TemporaryFile() as err:
+    with atomic_path(path) as tmp, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen([*cmd, str(tmp)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=err)
         assert proc.stdin is not None
@@ -502,7 +496,7 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
         raise ValueError(f"expected a uint8 (H, W[, C]) image, got {image.dtype} {image.shape}")
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         Image.fromarray(image if image.ndim == 2 or image.shape[-1] != 1 else image[..., 0]).save(
             tmp, format="PNG")
     return path
