@@ -32,7 +32,7 @@ from genie_core.errors import GenieError
 from genie_core.layers.st_transformer import KVCache
 from genie_core.runtime import inference
 
-__all__ = ["World", "WorldConfig", "paired_dynamics_config", "inference_tokenizer_config"]
+__all__ = ["World", "WorldConfig", "paired_dynamics_config", "inference_tokenizer_config", "load_part"]
 
 PARTS = ("tokenizer", "lam", "dynamics")
 # Tokenizer parts that only training needs; a world bundle leaves them out.
@@ -69,6 +69,31 @@ def paired_dynamics_config(cfg: DynamicsConfig, tokenizer: Any, lam: Any,
         raise GenieError(f"frame size {H}x{W} is not a multiple of the tokenizer's downsampling {s}")
     return dataclasses.replace(cfg, code_bits=tokenizer.code_bits, token_size=(H // s, W // s),
                                num_actions=lam.num_actions)
+
+
+def load_part(path: Any, part: str, device: str | torch.device = "cpu") -> nn.Module:
+    """The ``part`` ("tokenizer" | "lam" | "dynamics") of a checkpoint holding that kind or a whole
+    world, in eval mode. A tokenizer comes without its training-only parts (discriminator,
+    perceptual loss), so inference never needs their weights."""
+    from genie_core.checkpoint import CheckpointError, model_class, read_checkpoint
+
+    tensors, meta = read_checkpoint(path, expect_kind=(part, "world"))
+    try:
+        if meta["kind"] == "world":
+            model = getattr(World.from_checkpoint_state(tensors, meta), part)
+        else:
+            cls = model_class(part)
+            cfg = from_dict(cls.config_class(), checkpoint_config(meta), source=f"{path} config")
+            if part == "tokenizer":
+                cfg = inference_tokenizer_config(cfg)
+                tensors = {k: v for k, v in tensors.items()
+                           if not ("tokenizer." + k).startswith(_TRAINING_ONLY)}
+            model = cls.from_config(cfg)
+            model.load_state_dict(tensors, strict=True)
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"{path}: does not match its config ({str(err).splitlines()[0]})") from None
+    model.checkpoint_step = int(meta.get("step", 0))
+    return model.to(device).eval()
 
 
 class World(nn.Module, Checkpointable):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -209,3 +211,56 @@ def test_overfit_one_batch() -> None:
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < 0.4 * sum(losses[:5]) / 5
+
+
+def test_stage_trains_on_cached_tokens_and_writes_world(tmp_path, clip_dir) -> None:
+    """--stage dynamics with --tokenizer/--lam checkpoints: tokens cached once in the token-file
+    format, the loss falls, RUN/world.safetensors plays; a second run reuses the token cache."""
+    import json
+
+    from genie_core.checkpoint import load_checkpoint
+    from genie_core.lam import LatentActionModel
+    from genie_core.tokenizer import VideoTokenizer
+    from genie_core.tokens import load_tokens
+    from genie_core.train import train
+    from genie_core.world import World
+
+    cfg = load_preset("tiny", ["train.dynamics.steps=30", "train.dynamics.eval_every=30"])
+    torch.manual_seed(0)
+    tok_path, lam_path = tmp_path / "tok.safetensors", tmp_path / "lam.safetensors"
+    VideoTokenizer.from_config(cfg.tokenizer).save(tok_path)
+    lam_cfg = dataclasses.replace(cfg.lam, resolution=tuple(cfg.data.resolution))
+    LatentActionModel.from_config(lam_cfg).save(lam_path)
+
+    run = tmp_path / "run"
+    results = train(cfg, clip_dir, run, stage="dynamics", device="cpu",
+                    inputs={"tokenizer": tok_path, "lam": lam_path})
+    metrics = results["dynamics"]
+    assert {"loss", "token_acc", "next_psnr", "next_psnr_random", "next_delta_psnr"} <= set(metrics)
+    log = [json.loads(line) for line in (run / "dynamics" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r and r.get("event", "train") == "train"]
+    assert losses and losses[-1] < losses[0]
+
+    token_files = sorted(clip_dir.glob(".genie_cache/*/tokens/*/**/*.npz"))
+    assert len(token_files) == 4
+    ids, meta = load_tokens(token_files[0])
+    assert ids.shape[1:] == (8, 8) and meta["tokenizer_digest"]
+    stamps = [p.stat().st_mtime_ns for p in token_files]
+
+    world = load_checkpoint(run / "world.safetensors")
+    assert isinstance(world, World)
+    video = world.rollout(np.zeros((16, 16, 3), np.uint8), [0, 1, 2])
+    assert video.shape == (1, 4, 16, 16, 3)
+
+    train(cfg, clip_dir, tmp_path / "run2", stage="dynamics", device="cpu",
+          inputs={"tokenizer": tok_path, "lam": lam_path})
+    assert [p.stat().st_mtime_ns for p in token_files] == stamps  # reused, not recomputed
+
+
+def test_stage_without_tokenizer_is_a_clear_error(tmp_path, clip_dir) -> None:
+    from genie_core.errors import GenieError
+    from genie_core.train import train
+
+    with pytest.raises(GenieError, match="needs a trained tokenizer"):
+        train(load_preset("tiny"), clip_dir, tmp_path / "run", stage="dynamics", device="cpu")
+    assert not (tmp_path / "run").exists()

@@ -118,8 +118,9 @@ class Attention(nn.Module):
         """x (..., L, D) -> q, k, v each (..., H, L, Dh)."""
         q, k, v = rearrange(self.qkv(x), "... l (three h d) -> three ... h l d", three=3, h=self.heads)
         if self.qk_norm:
-            q = F.rms_norm(q, (self.head_dim,), self.q_scale)
-            k = F.rms_norm(k, (self.head_dim,), self.k_scale)
+            # weights in the activations' dtype: a bf16/fp32 mix misses the fused kernel
+            q = F.rms_norm(q, (self.head_dim,), self.q_scale.to(q.dtype))
+            k = F.rms_norm(k, (self.head_dim,), self.k_scale.to(k.dtype))
         return q, k, v
 
     def out(self, y: Tensor) -> Tensor:

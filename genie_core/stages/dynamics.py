@@ -1,0 +1,224 @@
+"""The dynamics model's training stage (Genie §2.1 and §3): MaskGIT on the frozen tokenizer's ids with
+the frozen LAM's latent actions. Both are computed once per data cache and kept on disk (token
+files in the ``genie tokenize`` format), so a training step never runs the tokenizer. When the
+stage has trained, ``RUN/world.safetensors`` bundles tokenizer, LAM and dynamics for ``genie play``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from genie_core.checkpoint import atomic_path, read_metadata
+from genie_core.dynamics import DynamicsModel
+from genie_core.errors import GenieError
+from genie_core.metrics import psnr
+from genie_core.runtime import inference
+from genie_core.stages import Stage, register
+from genie_core.tokens import TokenFileError, file_digest, load_tokens, save_tokens
+from genie_core.version import __version__
+from genie_core.video import from_model, make_grid, to_model
+from genie_core.world import World, load_part, paired_dynamics_config
+
+WORLD_FILE = "world.safetensors"
+BATCH_WINDOWS = 8  # tokenizer windows encoded together
+LAM_CHUNK = 64  # frames handed to the LAM at a time
+
+
+def _pad_causal(frames: np.ndarray, length: int) -> np.ndarray:
+    """Repeat the last frame up to ``length``; the causal encoder keeps the real frames' tokens."""
+    if len(frames) == length:
+        return frames
+    return np.concatenate([frames, np.repeat(frames[-1:], length - len(frames), axis=0)])
+
+
+@register
+class DynamicsStage(Stage):
+    name = "dynamics"
+    kind = "dynamics"
+
+    # ---- frozen inputs ---------------------------------------------------------------------
+    def _source(self, part: str) -> Path:
+        """``--tokenizer`` / ``--lam`` when given, else the same run's earlier stage."""
+        if part in self.inputs:
+            return self.inputs[part]
+        path = self.checkpoint_path(part)
+        if path.is_file():
+            return path
+        raise GenieError(f"the dynamics stage needs a trained {part}: pass --{part} FILE "
+                         f"(a {part} or world checkpoint) or train --stage {part} into {self.run_dir} first")
+
+    def prepare(self, data: Any) -> None:
+        tok_path, lam_path = self._source("tokenizer"), self._source("lam")
+        self.tokenizer = load_part(tok_path, "tokenizer", self.device).requires_grad_(False)
+        self.lam = load_part(lam_path, "lam", self.device).requires_grad_(False)
+        self.resolution = tuple(self.cfg.data.resolution)
+        if tuple(data.cache.resolution) != self.resolution:
+            raise GenieError(f"data cache is {data.cache.resolution}, the preset wants {self.resolution}")
+        lam_res = self.lam.config.resolution
+        if lam_res is not None and tuple(lam_res) != self.resolution:
+            raise GenieError(f"{lam_path}: the LAM was trained at {tuple(lam_res)}, the data is {self.resolution}")
+        self.dyn_cfg = paired_dynamics_config(self.cfg.dynamics, self.tokenizer, self.lam, self.resolution)
+        self.cache = data.cache
+        self.tokens = torch.from_numpy(self._token_table(tok_path))  # (N, h, w) int32
+        # Latent actions of stride-1 neighbours; clips with a frame stride take them per batch.
+        self.actions = None
+        if self.cfg.data.frame_stride == 1:
+            self.actions = torch.from_numpy(self._action_table(lam_path))  # (N,) int64
+
+    def _token_table(self, tok_path: Path) -> np.ndarray:
+        """Ids of every frame of the frame cache, (N, h, w) int32, from per-video token files
+        (``genie tokenize`` format) under ``<cache>/tokens/<tokenizer digest>/``."""
+        digest = file_digest(tok_path)
+        root = self.cache.root / "tokens" / digest
+        h, w = self.dyn_cfg.token_size
+        table = np.zeros((len(self.cache.frames), h, w), np.int32)
+        for video in self.cache.videos:
+            path = root / f"{video.path}.npz"
+            ids = None
+            if path.is_file():
+                try:
+                    ids, meta = load_tokens(path)
+                    if ids.shape != (video.num_frames, h, w) or meta.get("tokenizer_digest") != digest:
+                        ids = None
+                except TokenFileError:
+                    ids = None
+            if ids is None:
+                ids = self._tokenize(self.cache.frames[video.offset: video.offset + video.num_frames])
+                save_tokens(path, ids, {
+                    "source": video.path, "fps": None, "num_frames": video.num_frames,
+                    "frame_size": list(self.resolution), "tokenizer": str(tok_path),
+                    "tokenizer_digest": digest, "time_downsample": 1,
+                    "space_downsample": int(self.tokenizer.space_downsample),
+                    "vocab_size": int(self.tokenizer.vocab_size), "window": self.cfg.data.num_frames,
+                    "genie_version": __version__})
+            table[video.offset: video.offset + video.num_frames] = ids
+        return table
+
+    @torch.no_grad()
+    def _tokenize(self, frames: np.ndarray) -> np.ndarray:
+        """Ids (n, h, w) of frames (n, H, W, 3): windows of the training clip length, each on its
+        own (as the tokenizer saw clips), batched."""
+        window = self.cfg.data.num_frames
+        windows = [np.array(frames[i: i + window]) for i in range(0, len(frames), window)]
+        out = []
+        for i in range(0, len(windows), BATCH_WINDOWS):
+            group = windows[i: i + BATCH_WINDOWS]
+            clip = np.stack([_pad_causal(f, window) for f in group])  # (b, window, H, W, 3)
+            with inference(self.device, self.precision):
+                ids = self.tokenizer.tokenize(to_model(clip, device=self.device))[1].cpu()  # (b, window, h, w)
+            out += [ids_w[: len(f)] for ids_w, f in zip(ids, group)]
+        return torch.cat(out).numpy().astype(np.int32)
+
+    def _action_table(self, lam_path: Path) -> np.ndarray:
+        """Latent action at every frame of the frame cache (taking it to the next), (N,) int64;
+        -1 at each video's last frame. Cached as ``<cache>/lam_actions/<lam digest>.npz``."""
+        path = self.cache.root / "lam_actions" / f"{file_digest(lam_path)}.npz"
+        N = len(self.cache.frames)
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    table = data["actions"].astype(np.int64)
+                if table.shape == (N,):
+                    return table
+            except (ValueError, OSError, KeyError):
+                pass
+        table = np.full(N, -1, np.int64)
+        for video in self.cache.videos:
+            if video.num_frames < 2:
+                continue
+            frames = self.cache.frames[video.offset: video.offset + video.num_frames]
+            chunks = (to_model(np.array(frames[i: i + LAM_CHUNK]), device=self.device)
+                      for i in range(0, len(frames), LAM_CHUNK))
+            with inference(self.device, self.precision):
+                acts = self.lam.infer_actions_stream(chunks).cpu().numpy()[0]  # (n-1,)
+            table[video.offset: video.offset + video.num_frames - 1] = acts
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, actions=table.astype(np.int32))
+        return table
+
+    def _batch_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached ids (B, T, h, w) and latent actions (B, T-1) of a batch's clips."""
+        index = batch["frame_index"].cpu()  # (B, T)
+        ids = self.tokens[index].to(self.device, torch.long)
+        if self.actions is not None:
+            actions = self.actions[index[:, :-1]].to(self.device)
+        else:
+            with torch.no_grad():
+                actions = self.lam.infer_actions(to_model(batch["frames"]))
+        if (actions < 0).any():
+            raise GenieError("a training clip crosses the end of a video (no latent action there)")
+        return ids, actions
+
+    # ---- the stage -------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        return DynamicsModel(self.dyn_cfg)
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict]:
+        ids, actions = self._batch_inputs(batch)
+        return model.loss(ids, actions)
+
+    def evaluate(self, model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """Masked-token loss/accuracy (fixed masks) and one-step generation: the last frame of each
+        clip from the others with the LAM's action and with a random one (PSNR, token accuracy)."""
+        g = torch.Generator().manual_seed(0)
+        sums: dict[str, float] = {}
+        count = 0
+        for batch in batches:
+            ids, actions = self._batch_inputs(batch)
+            B = ids.shape[0]
+            _, m = model.loss(ids, actions, generator=g)
+            real = (to_model(batch["frames"][:, -1:]) + 1) / 2  # (B, 3, 1, H, W) in [0, 1]
+            random = torch.randint(0, model.num_actions, (B,), generator=g).to(self.device)
+            cache = model.prefill(ids[:, :-1], actions[:, :-1])
+            for name, act in (("", actions[:, -1]), ("_random", random)):
+                new = model.generate_next(cache.copy(), act, generator=g)  # (B, h, w)
+                frame = self._decode_last(torch.cat((ids[:, :-1], new[:, None]), dim=1))
+                m[f"next_psnr{name}"] = float(psnr(frame, real).mean())
+                m[f"next_token_acc{name}"] = float((new == ids[:, -1]).float().mean())
+            m["next_delta_psnr"] = m["next_psnr"] - m["next_psnr_random"]
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + v * B
+            count += B
+        return {k: v / count for k, v in sums.items()}
+
+    def _decode_last(self, ids: torch.Tensor, context: int = 4) -> torch.Tensor:
+        """The last frame of ids (B, T, h, w), decoded from its last ``context`` frames: (B, 3, 1, H, W) in [0, 1]."""
+        video = self.tokenizer.decode_ids(ids[:, -context:]).float()
+        return ((video[:, :, -1:] + 1) / 2).clamp(0, 1)
+
+    def sample_picture(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        """Per clip: the real frames above frames generated from its first frame with the LAM's actions."""
+        ids, actions = self._batch_inputs(batch)
+        g = torch.Generator().manual_seed(0)
+        cache = model.prefill(ids[:, :1])
+        generated = [ids[:, 0]]
+        for t in range(actions.shape[1]):
+            generated.append(model.generate_next(cache, actions[:, t], generator=g))
+        video = self.tokenizer.decode_ids(torch.stack(generated, dim=1)).float()  # (B, 3, T, H, W)
+        fakes = from_model(video)
+        rows, labels = [], []
+        for real, fake, acts in zip(batch["frames"].cpu().numpy(), fakes, actions.tolist()):
+            rows += [real, fake]
+            labels += ["real", "gen " + "".join(str(a) for a in acts)[:24]]
+        return make_grid(rows, labels=labels)
+
+    def finish(self) -> None:
+        """Bundle tokenizer, LAM and the trained dynamics into ``RUN/world.safetensors``."""
+        dyn_path = self.checkpoint_path("dynamics")
+        dynamics = load_part(dyn_path, "dynamics")
+        step = int(read_metadata(dyn_path).get("step", 0))
+        world = World(self.tokenizer.cpu(), self.lam.cpu(), dynamics, self.resolution)
+        world.save(self.run_dir / WORLD_FILE, step=step)
+        self.tokenizer.to(self.device)
+        self.lam.to(self.device)
+
+    def describe(self, model: nn.Module) -> dict[str, Any]:
+        return {"parameters": sum(p.numel() for p in model.parameters()),
+                "vocab_bits": model.config.code_bits, "token_size": list(model.token_size),
+                "frames_tokenized": int(len(self.tokens)), "tokens_per_frame": math.prod(model.token_size)}
