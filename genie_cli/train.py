@@ -79,6 +79,8 @@ def train(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default: the preset's).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (0: torch's default).", min=0)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final validation metrics as one JSON line per stage.")] = False,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Trained tokenizer (or world) checkpoint for --stage dynamics (default: RUN/tokenizer/last.safetensors).")] = None,
+    lam: Annotated[Optional[Path], typer.Option("--lam", help="Trained LAM (or world) checkpoint for --stage dynamics (default: RUN/lam/last.safetensors).")] = None,
 ) -> None:
     """Train on a folder of videos. Writes RUN/config.yaml and, per stage, RUN/<stage>/ with
     last.safetensors, periodic step checkpoints, metrics.jsonl and samples/*.png.
@@ -120,7 +122,8 @@ def train(
     display = _Display() if rank0 else None
     try:
         results = run_training(cfg, data, out, stage=stage, resume=resume, device=device,
-                               stop_at=stop_after, on_event=display)
+                               stop_at=stop_after, on_event=display,
+                               inputs={"tokenizer": tokenizer, "lam": lam})
     finally:
         if display is not None:
             display.close()
