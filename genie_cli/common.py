@@ -142,41 +142,58 @@ def emit_json(record: dict[str, Any]) -> None:
     typer.echo(json.dumps(record, sort_keys=False))
 
 
-def progress(total: int, label: str) -> Any:
-    """A Rich progress bar on stderr for many files (nothing for one file or when stderr is not a
-    terminal). Use as ``with progress(n, "tokenize") as advance: ... advance()``."""
-    return _Progress(total, label)
+def progress(total: int, label: str) -> "Progress":
+    """A Rich progress bar on stderr for many files (none for one file or when stderr is not a
+    terminal). ``with progress(n, "tokenize") as bar: bar.out(line); bar.err(line); bar.advance()``
+    keeps result lines (stdout) and messages (stderr) above the bar."""
+    return Progress(total, label)
 
 
-class _Progress:
+class Progress:
     def __init__(self, total: int, label: str) -> None:
-        self.total, self.label, self.bar = total, label, None
+        self.total, self.label, self.bar, self.task = total, label, None, None
 
-    def __enter__(self) -> Callable[[], None]:
+    def __enter__(self) -> "Progress":
         from rich.console import Console
 
         console = Console(stderr=True)
         if self.total > 1 and console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
 
-            # Results printed to a terminal stdout go above the bar; piped stdout stays clean.
-            self.bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), console=console, transient=True,
-                                redirect_stdout=sys.stdout.isatty(), redirect_stderr=True)
+            self.bar = RichProgress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
+                                    TimeRemainingColumn(), console=console, transient=True,
+                                    redirect_stdout=False, redirect_stderr=False)
             self.bar.start()
-            task = self.bar.add_task(self.label, total=self.total)
-            return lambda: self.bar.advance(task)  # type: ignore[union-attr]
-        return lambda: None
+            self.task = self.bar.add_task(self.label, total=self.total)
+        return self
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)  # type: ignore[arg-type]
+
+    def out(self, text: str) -> None:
+        """A result line on stdout. While the bar is drawn and stdout is the same terminal, it is
+        printed above the bar; piped stdout is written as is."""
+        if self.bar is not None and sys.stdout.isatty():
+            self.bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            typer.echo(text)
+
+    def err(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            typer.echo(text, err=True)
 
     def __exit__(self, *exc: Any) -> None:
         if self.bar is not None:
             self.bar.stop()
 
 
-def report_skipped(path: Path, message: str) -> None:
-    """Folder/stdin mode: one line per skipped input on stderr."""
-    typer.echo(f"skipped {message}" if message.startswith(str(path)) else f"skipped {path}: {message}",
-               err=True)
+def skipped_line(path: Path, message: str) -> str:
+    """Folder/stdin mode: the line naming a skipped input (stderr)."""
+    return f"skipped {message}" if message.startswith(str(path)) else f"skipped {path}: {message}"
 
 
 def open_tokenizer(checkpoint: Path | None, preset: str | None, overrides: list[str] | None,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from genie_cli import options as opt
-from genie_cli.common import (EXIT_SKIPPED, check_suffix, emit_json, expand_inputs, handle_errors,
-                              open_tokenizer, parse_size, progress, report_skipped)
+from genie_cli.common import (EXIT_SKIPPED, Progress, check_suffix, expand_inputs, handle_errors,
+                              open_tokenizer, parse_size, progress, skipped_line)
 
 
 @handle_errors
@@ -55,10 +56,10 @@ def tokenize(
     from genie_core.tokens import save_tokens
 
     skipped = 0
-    for path in inputs.missing:
-        skipped += 1
-        _report_error(path, None, "not a file", json_out)
-    with progress(len(inputs.jobs), "tokenize") as advance:
+    with progress(len(inputs.jobs), "tokenize") as bar:
+        for path in inputs.missing:
+            skipped += 1
+            _report_error(bar, path, None, "not a file", json_out)
         for job in inputs.jobs:
             try:
                 ids, meta = api.tokenize_video(tok, job.src, size=hw, batch_windows=batch,
@@ -68,31 +69,31 @@ def tokenize(
                 if not inputs.batch:
                     raise
                 skipped += 1
-                _report_error(job.src, job.dst, str(err).splitlines()[0], json_out)
-                advance()
-                continue
-            _report_ok(job.src, job.dst, ids.shape, meta, json_out)
-            advance()
+                _report_error(bar, job.src, job.dst, str(err).splitlines()[0], json_out)
+            else:
+                _report_ok(bar, job.src, job.dst, ids.shape, meta, json_out)
+            bar.advance()
     if skipped:
         done = len(inputs.jobs) + len(inputs.missing) - skipped
         typer.echo(f"tokenized {done} file(s), skipped {skipped}", err=True)
         raise typer.Exit(EXIT_SKIPPED)
 
 
-def _report_ok(src: Path, dst: Path, shape: tuple[int, ...], meta: dict, json_out: bool) -> None:
+def _report_ok(bar: Progress, src: Path, dst: Path, shape: tuple[int, ...], meta: dict,
+               json_out: bool) -> None:
     if json_out:
-        emit_json({"input": str(src), "output": str(dst), "status": "ok", "shape": list(shape),
-                   "num_frames": meta["num_frames"], "fps": meta["fps"],
-                   "frame_size": meta["frame_size"], "seconds": meta["seconds"]})
+        bar.out(json.dumps({"input": str(src), "output": str(dst), "status": "ok",
+                            "shape": list(shape), "num_frames": meta["num_frames"],
+                            "fps": meta["fps"], "frame_size": meta["frame_size"],
+                            "seconds": meta["seconds"]}))
     else:
         h, w = meta["frame_size"]
-        typer.echo(f"{src} -> {dst}: tokens {tuple(shape)} from {meta['num_frames']} frames "
-                   f"{h}x{w} at {meta['fps']:g} fps ({meta['seconds']:.2f} s)")
+        bar.out(f"{src} -> {dst}: tokens {tuple(shape)} from {meta['num_frames']} frames "
+                f"{h}x{w} at {meta['fps']:g} fps ({meta['seconds']:.2f} s)")
 
 
-def _report_error(src: Path, dst: Path | None, message: str, json_out: bool) -> None:
-    report_skipped(src, message)
+def _report_error(bar: Progress, src: Path, dst: Path | None, message: str, json_out: bool) -> None:
+    bar.err(skipped_line(src, message))
     if json_out:
-        emit_json({"input": str(src), "output": str(dst) if dst else None, "status": "error",
-                   "error": message})
-
+        bar.out(json.dumps({"input": str(src), "output": str(dst) if dst else None,
+                            "status": "error", "error": message}))

@@ -224,8 +224,8 @@ def _frame_metrics(orig: np.ndarray, rec: np.ndarray) -> tuple[np.ndarray, np.nd
     """Per-frame PSNR and SSIM of two uint8 (T, H, W, 3) arrays, on [0, 1]."""
     from genie_core.metrics import psnr, ssim
 
-    a = torch.from_numpy(orig).permute(0, 3, 1, 2).float() / 255.0  # (T, 3, H, W)
-    b = torch.from_numpy(rec).permute(0, 3, 1, 2).float() / 255.0
+    a = torch.from_numpy(orig).permute(0, 3, 1, 2).contiguous().float() / 255.0  # (T, 3, H, W)
+    b = torch.from_numpy(rec).permute(0, 3, 1, 2).contiguous().float() / 255.0
     return psnr(a, b).numpy(), ssim(a, b).numpy()
 
 

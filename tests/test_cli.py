@@ -65,11 +65,12 @@ def tok_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bare_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny tokenizer saved by ``model.save`` alone: no training frame size recorded."""
+    """A tiny tokenizer without a discriminator saved by ``model.save`` alone: no training frame
+    size recorded anywhere."""
     from genie_core.tokenizer import VideoTokenizer
 
     path = tmp_path_factory.mktemp("bare") / "tok.safetensors"
-    VideoTokenizer.from_preset("tiny").save(path)
+    VideoTokenizer.from_preset("tiny", ["tokenizer.disc=null"]).save(path)
     return path
 
 
