@@ -40,11 +40,11 @@ def split_bits(num_bits: int, max_group: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(groups)]
 
 
-def _bit_table(bits: int, device: torch.device) -> Tensor:
-    """(2**bits, bits) float table of each code's bits, most significant first."""
-    codes = torch.arange(2 ** bits, device=device)
-    shifts = torch.arange(bits - 1, -1, -1, device=device)
-    return ((codes[:, None] >> shifts) & 1).float()
+def _bit_table(bits: int, like: Tensor) -> Tensor:
+    """(2**bits, bits) table of each code's bits (0/1, most significant first), dtype of ``like``."""
+    codes = torch.arange(2 ** bits, device=like.device)
+    shifts = torch.arange(bits - 1, -1, -1, device=like.device)
+    return ((codes[:, None] >> shifts) & 1).to(like.dtype)
 
 
 def codebook_entropy(logits: Tensor, max_group: int) -> Tensor:
@@ -59,7 +59,7 @@ def codebook_entropy(logits: Tensor, max_group: int) -> Tensor:
     for g in split_bits(logits.shape[-1], max_group):
         lg = logits[:, start:start + g]
         start += g
-        log_q = F.logsigmoid(-lg).sum(-1, keepdim=True) + lg @ _bit_table(g, lg.device).T  # (N, 2**g)
+        log_q = F.logsigmoid(-lg).sum(-1, keepdim=True) + lg @ _bit_table(g, lg).T  # (N, 2**g)
         avg = log_q.exp().mean(0)
         total = total - (avg * avg.clamp_min(1e-20).log()).sum()
     return total

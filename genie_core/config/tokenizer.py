@@ -98,7 +98,7 @@ class BlockSpec:
             if key not in known:
                 raise ConfigError(f"{source}: '{where}' ({name}): unknown key '{key}' "
                                   f"(known: {', '.join(known)})")
-        return from_dict(spec_cls, kwargs, source=source, prefix=f"{where}.{name}")
+        return from_dict(spec_cls, kwargs, source=source, prefix=where)
 
     def to_raw(self) -> list:
         """``[name, {kwargs}]`` with only the keys that differ from the defaults (compact YAML)."""
@@ -463,6 +463,17 @@ class TokenizerConfig:
     rec_loss_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        # Accept the seed's raw forms too (lists of [name, {kwargs}], a disc_kwargs dict), e.g.
+        # from dataclasses.replace; the YAML loader already hands over typed values.
+        norm = lambda desc, key: tuple(BlockSpec.from_raw(b, f"{key}[{i}]", "TokenizerConfig")  # noqa: E731
+                                       for i, b in enumerate(desc))
+        object.__setattr__(self, "enc_desc", norm(self.enc_desc, "enc_desc"))
+        if self.dec_desc is not None:
+            object.__setattr__(self, "dec_desc", norm(self.dec_desc, "dec_desc"))
+        if isinstance(self.disc, Mapping):
+            object.__setattr__(self, "disc", from_dict(DiscriminatorConfig, self.disc,
+                                                       source="TokenizerConfig", prefix="disc"))
+        object.__setattr__(self, "perc_feat_layers", tuple(self.perc_feat_layers))
         if not self.enc_desc:
             raise ValueError("enc_desc must list at least one block")
         if self.d_codebook < 1 or self.n_codebook < 1:

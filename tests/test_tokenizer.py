@@ -1,0 +1,377 @@
+"""VideoTokenizer (MagViT-2 after the seed API): golden shapes, causality, batch of one, every loss
+term real in train and eval mode, checkpoint round trip, the seed README's example (issue 2 §5)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+import genie_core
+from genie_core import MAGVIT2_DEC_DESC, MAGVIT2_ENC_DESC, VideoTokenizer
+from genie_core.config import load_preset
+from genie_core.config.base import from_dict
+from genie_core.config.tokenizer import TokenizerConfig
+from genie_core.errors import ConfigError
+
+VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+# The seed README's encoder (its missing parenthesis fixed): time /2, space /4, 18 channels.
+SEED_ENC_DESC = (
+    ("causal", {"in_channels": 3, "out_channels": 64, "kernel_size": 3}),
+    ("residual", {"in_channels": 64, "kernel_size": 3, "downsample": (1, 2), "use_causal": True,
+                  "use_blur": True}),
+    ("residual", {"in_channels": 64, "out_channels": 128}),
+    ("residual", {"n_rep": 2, "in_channels": 128}),
+    ("residual", {"in_channels": 128, "out_channels": 256, "kernel_size": 3, "downsample": 2,
+                  "use_causal": True}),
+    ("proj_out", {"in_channels": 256, "out_channels": 18, "num_groups": 8, "kernel_size": 3}),
+)
+
+
+def seed_kwargs(size: int = 64) -> dict:
+    """The README's other constructor arguments (frames of ``size`` x ``size``)."""
+    return dict(
+        disc_kwargs=dict(inp_size=(size, size), model_dim=64, dim_mults=(1, 2, 4), down_step=(None, 2, 2),
+                         inp_channels=3, kernel_size=3, num_groups=8, act_fn="leaky", use_blur=True,
+                         use_attn=True, num_heads=4, dim_head=32),
+        d_codebook=18, n_codebook=1, lfq_bias=True, lfq_frac_sample=1.0, lfq_commit_weight=0.25,
+        lfq_entropy_weight=0.1, lfq_diversity_weight=1.0, perceptual_model="vgg16",
+        perc_feat_layers=("features.6", "features.13", "features.18", "features.25"),
+        gan_discriminate="frames", gan_frames_per_batch=4, gan_loss_weight=1.0, perc_loss_weight=1.0,
+        quant_loss_weight=1.0)
+
+
+@pytest.fixture(scope="module")
+def torch_home(tmp_path_factory) -> Path:
+    """A TORCH_HOME whose hub cache holds a random VGG16 (torchvision key names)."""
+    home = tmp_path_factory.mktemp("torch_home")
+    ckpt = home / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    state, idx, in_ch = {}, 0, 3
+    for v in VGG16_CFG:
+        if v == "M":
+            idx += 1
+            continue
+        state[f"features.{idx}.weight"] = torch.randn(v, in_ch, 3, 3, generator=g) * (2 / (9 * in_ch)) ** 0.5
+        state[f"features.{idx}.bias"] = torch.zeros(v)
+        idx, in_ch = idx + 2, v
+    torch.save(state, ckpt / "vgg16-397923af.pth")
+    return home
+
+
+@pytest.fixture
+def vgg(torch_home, monkeypatch) -> Path:
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    return torch_home
+
+
+def tiny(**changes) -> VideoTokenizer:
+    torch.manual_seed(0)
+    cfg = load_preset("tiny").tokenizer
+    return VideoTokenizer(dataclasses.replace(cfg, **changes))
+
+
+def video(b: int = 2, t: int = 4, size: int = 16, seed: int = 0) -> torch.Tensor:
+    return torch.rand(b, 3, t, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+# ------------------------------------------------------------------------------------ shapes
+
+def test_golden_shapes_tiny():
+    tok = tiny()
+    x = video()
+    assert (tok.time_downsample, tok.space_downsample, tok.code_bits, tok.vocab_size) == (1, 2, 8, 256)
+    assert tok.encode(x).shape == (2, 8, 4, 8, 8)
+    codes, ids = tok.tokenize(x)
+    assert codes.shape == (2, 8, 4, 8, 8) and ids.shape == (2, 4, 8, 8) and ids.dtype == torch.int64
+    assert int(ids.min()) >= 0 and int(ids.max()) < tok.vocab_size
+    assert torch.equal(tok.ids_to_codes(ids), codes)
+    assert tok.decode(codes).shape == x.shape
+    assert torch.equal(tok.decode_ids(ids), tok.decode(codes))
+    loss, aux, rec = tok.generator_loss(x)
+    assert loss.ndim == 0 and rec.shape == x.shape
+    d_loss, d_aux = tok.discriminator_loss(x, rec)
+    assert d_loss.ndim == 0 and "disc" in d_aux
+
+
+def test_batch_of_one_keeps_batch_dim():
+    tok = tiny().eval()
+    codes, ids = tok.tokenize(video(b=1))
+    assert codes.shape == (1, 8, 4, 8, 8) and ids.shape == (1, 4, 8, 8)
+    assert tok.decode_ids(ids).shape == (1, 3, 4, 16, 16)
+
+
+def test_tokenize_leaves_mode_and_is_deterministic():
+    tok = tiny().train()
+    x = video()
+    a, b = tok.tokenize(x)[1], tok.tokenize(x)[1]
+    assert tok.training and torch.equal(a, b)
+
+
+def test_odd_frame_count_reconstructs_same_length():
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(load_preset("tiny").tokenizer, enc_desc=(
+        ("causal", {"in_channels": 3, "out_channels": 8}),
+        ("residual", {"out_channels": 16, "downsample": [2, 2], "num_groups": 4}),
+        ("proj_out", {"out_channels": 6, "num_groups": 4})), d_codebook=6)
+    tok = VideoTokenizer(cfg).eval()
+    x = video(t=5)
+    assert tok.tokenize(x)[1].shape == (2, 3, 8, 8)
+    assert tok.reconstruct(x).shape == x.shape
+    assert tok.generator_loss(x)[2].shape == x.shape
+
+
+# --------------------------------------------------------------------------------- causality
+
+# A MAGVIT2-shaped encoder (same block kinds and factors: time /4, space /8) at 1/16 the width.
+NARROW_MAGVIT2 = [
+    ("causal", {"out_channels": 8}),
+    ("residual", {"n_rep": 2}),
+    ("spacetime_downsample", {"time_factor": 1, "space_factor": 2}),
+    ("residual", {"out_channels": 16}),
+    ("spacetime_downsample", {"time_factor": 2, "space_factor": 2}),
+    ("residual", {"n_rep": 2}),
+    ("spacetime_downsample", {"time_factor": 2, "space_factor": 2}),
+    ("residual", {"out_channels": 32}),
+    ("proj_out", {"out_channels": 6, "num_groups": 2}),
+]
+BLUR_TIME_DOWN = [
+    ("causal", {"out_channels": 8}),
+    ("residual", {"out_channels": 16, "downsample": [2, 2], "use_blur": True}),
+    ("residual", {"downsample": [2, 1], "use_blur": False}),
+    ("proj_out", {"out_channels": 6}),
+]
+
+
+def _check_encoder_causal(tok: VideoTokenizer, x: torch.Tensor) -> None:
+    """Change frame t: latent frames whose input window ends before t must not move (a latent
+    frame j of a time-/f encoder covers input frames up to (j + 1) f - 1)."""
+    f = tok.time_downsample
+    tok.eval()
+    with torch.no_grad():
+        base = tok.encode(x)
+        for t in range(x.shape[2]):
+            y = x.clone()
+            y[:, :, t] = torch.rand_like(y[:, :, t]) * 2 - 1
+            out = tok.encode(y)
+            first_affected = t // f  # latent frames < t // f end before frame t
+            assert torch.equal(out[:, :, :first_affected], base[:, :, :first_affected]), t
+            assert not torch.equal(out[:, :, first_affected], base[:, :, first_affected]), t
+
+
+@pytest.mark.parametrize("desc", [None, NARROW_MAGVIT2, BLUR_TIME_DOWN], ids=["tiny", "magvit2-narrow", "blur-time"])
+def test_encoder_is_causal(desc):
+    if desc is None:
+        tok, x = tiny(), video(t=6)
+    else:
+        torch.manual_seed(0)
+        tok = VideoTokenizer(enc_desc=desc, d_codebook=6)
+        x = video(b=1, t=8, size=16)
+    _check_encoder_causal(tok, x)
+
+
+def test_decoder_is_causal():
+    """Decoded frame i depends on latent frames <= i // f only (upsampling adds no look-ahead)."""
+    torch.manual_seed(0)
+    tok = VideoTokenizer(enc_desc=NARROW_MAGVIT2, d_codebook=6).eval()
+    codes, _ = tok.tokenize(video(b=1, t=8))
+    f = tok.time_downsample
+    with torch.no_grad():
+        base = tok.decode(codes)
+        for j in range(codes.shape[2]):
+            c = codes.clone()
+            c[:, :, j] = -c[:, :, j]
+            out = tok.decode(c)
+            assert torch.equal(out[:, :, :j * f], base[:, :, :j * f]), j
+            assert not torch.equal(out[:, :, j * f], base[:, :, j * f]), j
+
+
+def test_non_causal_encoder_block_rejected():
+    with pytest.raises(ConfigError, match="use_causal"):
+        VideoTokenizer(enc_desc=[("causal", {"out_channels": 8}),
+                                 ("residual", {"use_causal": False}),
+                                 ("proj_out", {"out_channels": 4})], d_codebook=4)
+
+
+# ------------------------------------------------------------------------------------ losses
+
+@pytest.mark.parametrize("train", [True, False])
+def test_every_loss_term_nonzero_train_and_eval(vgg, train):
+    tok = tiny(perceptual_model="vgg16").train(train)
+    x = video()
+    with torch.set_grad_enabled(train):
+        loss, aux = tok(x)
+    expected = {"rec", "quant", "commit", "entropy", "sample_entropy", "codebook_entropy", "perc",
+                "gan", "gan_weight", "loss", "disc"}
+    assert expected <= set(aux)
+    for name, value in aux.items():
+        assert value.ndim == 0 and torch.isfinite(value) and value.item() != 0.0, name
+    if train:
+        loss.backward()
+        assert all(p.grad is not None for p in tok.encoder.parameters())
+
+
+def test_perceptual_gradient_flows_to_generator(vgg):
+    tok = tiny(perceptual_model="vgg16", disc=None)
+    _, aux, _ = tok.generator_loss(video())
+    aux["perc"].backward()
+    grads = [p.grad for p in tok.decoder.parameters() if p.grad is not None]
+    assert grads and sum(g.abs().sum() for g in grads) > 0
+
+
+def test_perceptual_off_by_weight_or_model(vgg):
+    for tok in (tiny(perceptual_model="vgg16", perc_loss_weight=0.0), tiny(perceptual_model=None)):
+        assert tok.perceptual is None
+        loss, aux = tok(video())
+        assert "perc" not in aux and torch.isfinite(loss)
+
+
+def test_missing_vgg_file_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    tok = tiny(perceptual_model="vgg16")  # building for inference needs no file
+    tok.tokenize(video())
+    with pytest.raises(genie_core.errors.GenieError, match="vgg16-397923af.pth"):
+        tok(video())
+
+
+def test_no_gan_without_disc_or_weight():
+    for tok in (tiny(disc=None), tiny(gan_loss_weight=0.0)):
+        assert tok.discriminator is None
+        _, aux = tok(video())
+        assert "gan" not in aux
+        with pytest.raises(genie_core.errors.GenieError, match="no discriminator"):
+            tok.discriminator_loss(video(), video())
+
+
+def test_generator_parameters_exclude_discriminator():
+    tok = tiny()
+    gen = {id(p) for p in tok.generator_parameters()}
+    disc = {id(p) for p in tok.discriminator.parameters()}
+    assert gen and disc and not gen & disc
+    assert gen | disc == {id(p) for p in tok.parameters()}
+
+
+def smooth_video(t: int = 4, size: int = 16) -> torch.Tensor:
+    """(1, 3, T, H, W): colour ramps with a bright square moving right: structure a small
+    bottleneck can learn (uniform noise cannot be reconstructed from 8 bits per 2x2 patch)."""
+    ramp = torch.linspace(-0.8, 0.8, size)
+    frame = torch.stack([ramp[None, :].expand(size, size), ramp[:, None].expand(size, size),
+                         -ramp[None, :].expand(size, size)])
+    clip = frame[:, None].repeat(1, t, 1, 1).clone()
+    for i in range(t):
+        clip[:, i, 4:8, 2 + 2 * i:6 + 2 * i] = 0.9
+    return clip[None]
+
+
+def test_overfit_one_batch():
+    tok = tiny(disc=None)
+    x = smooth_video()
+    opt = torch.optim.Adam(tok.parameters(), lr=3e-3)
+    first = None
+    for _ in range(12):
+        loss, aux, _ = tok.generator_loss(x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = aux["rec"].item() if first is None else first
+    assert aux["rec"].item() < 0.5 * first
+
+
+# -------------------------------------------------------------------------------- checkpoints
+
+def test_checkpoint_round_trip(tmp_path):
+    tok = tiny().eval()
+    with torch.no_grad():  # move the weights off their init, including the adaptive norms
+        for p in tok.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    path = tmp_path / "tok.safetensors"
+    tok.save(path, step=7)
+    loaded = genie_core.load_checkpoint(path)
+    assert isinstance(loaded, VideoTokenizer) and loaded.checkpoint_step == 7
+    assert loaded.config == tok.config
+    x = video()
+    codes, ids = tok.tokenize(x)
+    codes2, ids2 = loaded.tokenize(x)
+    assert torch.equal(ids, ids2)
+    with torch.no_grad():
+        assert torch.equal(tok.decode(codes), loaded.decode(codes2))
+        assert torch.equal(tok(x)[0], loaded(x)[0])
+
+
+def test_from_preset_and_presets_not_mutated():
+    before = load_preset("tiny")
+    tok = VideoTokenizer.from_preset("tiny")
+    loss, _ = tok(video())
+    loss.backward()
+    assert load_preset("tiny") == before
+    assert tok.config == before.tokenizer
+    assert MAGVIT2_ENC_DESC[1][1]["n_rep"] == 4
+    with pytest.raises(TypeError):
+        MAGVIT2_ENC_DESC[1][1]["n_rep"] = 1  # read-only: nobody can change the shared constant
+
+
+# --------------------------------------------------------------------------- seed API (issue §5)
+
+def test_seed_a_pairing_mismatch_fails_at_construction():
+    with pytest.raises(ConfigError, match=r"time by 2 and space by 4.*time by 4 and space by 8"):
+        VideoTokenizer(enc_desc=SEED_ENC_DESC, dec_desc=MAGVIT2_DEC_DESC, **seed_kwargs())
+
+
+def test_seed_b_mirrored_decoder_fast(vgg):
+    """The README example with dec_desc left out, on 16 x 16 frames (full size: slow test)."""
+    torch.manual_seed(0)
+    tok = VideoTokenizer(enc_desc=SEED_ENC_DESC, **seed_kwargs(size=16))
+    x = torch.randn(2, 3, 4, 16, 16)
+    tokens, idxs = tok.tokenize(x)
+    assert tokens.shape == (2, 18, 2, 4, 4) and idxs.shape == (2, 2, 4, 4)
+    assert tok.decode(tokens).shape == x.shape
+    loss, aux_losses = tok(x)
+    loss.backward()
+    assert all(torch.isfinite(v) for v in aux_losses.values())
+
+
+@pytest.mark.slow
+def test_seed_b_mirrored_decoder_full(vgg):
+    torch.manual_seed(0)
+    tok = VideoTokenizer(enc_desc=SEED_ENC_DESC, **seed_kwargs())
+    x = torch.randn(2, 3, 16, 64, 64)
+    tokens, idxs = tok.tokenize(x)
+    assert tokens.shape == (2, 18, 8, 16, 16) and idxs.shape == (2, 8, 16, 16)
+    assert tok.decode(tokens).shape == (2, 3, 16, 64, 64)
+    loss, _ = tok(x)
+    loss.backward()
+
+
+def test_seed_c_magvit2_config_fast():
+    """MAGVIT2 enc + dec as a config (building the 370M-parameter model is the slow test)."""
+    cfg = from_dict(TokenizerConfig, {"enc_desc": MAGVIT2_ENC_DESC, "dec_desc": MAGVIT2_DEC_DESC,
+                                      "d_codebook": 18})
+    assert (cfg.time_downsample, cfg.space_downsample, cfg.latent_channels) == (4, 8, 18)
+    assert load_preset("magvit2").tokenizer.architecture() == cfg.architecture()
+
+
+@pytest.mark.slow
+def test_seed_c_magvit2_round_trip_full(vgg):
+    torch.manual_seed(0)
+    kwargs = seed_kwargs()
+    tok = VideoTokenizer(enc_desc=MAGVIT2_ENC_DESC, dec_desc=MAGVIT2_DEC_DESC, **kwargs)
+    x = torch.randn(1, 3, 16, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        tokens, idxs = tok.tokenize(x)
+        assert tokens.shape == (1, 18, 4, 8, 8) and idxs.shape == (1, 4, 8, 8)
+        assert tok.decode(tokens).shape == (1, 3, 16, 64, 64)
+        loss, _ = tok(x)
+    loss.backward()
+    _check_encoder_causal(tok, torch.randn(1, 3, 8, 16, 16))
+
+
+def test_mirrored_decoder_structure():
+    cfg = load_preset("small").tokenizer
+    enc, dec = cfg.architecture()
+    assert dec[0].name == "causal" and dec[-1].name == "proj_out" and dec[-1].out_channels == 3
+    assert [b.name for b in dec].count("spacetime_upsample") == 2
+    assert [b.name for b in dec].count("adaptive_group_norm") == 2
