@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -61,6 +62,7 @@ def tokenize(
             skipped += 1
             _report_error(bar, path, None, "not a file", json_out)
         for job in inputs.jobs:
+            start = time.perf_counter()
             try:
                 ids, meta = api.tokenize_video(tok, job.src, size=hw, batch_windows=batch,
                                                precision=precision)
@@ -71,7 +73,8 @@ def tokenize(
                 skipped += 1
                 _report_error(bar, job.src, job.dst, str(err).splitlines()[0], json_out)
             else:
-                _report_ok(bar, job.src, job.dst, ids.shape, meta, json_out)
+                _report_ok(bar, job.src, job.dst, ids.shape, meta, time.perf_counter() - start,
+                           json_out)
             bar.advance()
     if skipped:
         done = len(inputs.jobs) + len(inputs.missing) - skipped
@@ -80,16 +83,16 @@ def tokenize(
 
 
 def _report_ok(bar: Progress, src: Path, dst: Path, shape: tuple[int, ...], meta: dict,
-               json_out: bool) -> None:
+               seconds: float, json_out: bool) -> None:
     if json_out:
         bar.out(json.dumps({"input": str(src), "output": str(dst), "status": "ok",
                             "shape": list(shape), "num_frames": meta["num_frames"],
                             "fps": meta["fps"], "frame_size": meta["frame_size"],
-                            "seconds": meta["seconds"]}))
+                            "seconds": round(seconds, 4)}))
     else:
         h, w = meta["frame_size"]
         bar.out(f"{src} -> {dst}: tokens {tuple(shape)} from {meta['num_frames']} frames "
-                f"{h}x{w} at {meta['fps']:g} fps ({meta['seconds']:.2f} s)")
+                f"{h}x{w} at {meta['fps']:g} fps ({seconds:.2f} s)")
 
 
 def _report_error(bar: Progress, src: Path, dst: Path | None, message: str, json_out: bool) -> None:

@@ -52,7 +52,7 @@ class LoadedTokenizer:
 
 def _round_window(window: int, time_downsample: int) -> int:
     if window < 1:
-        raise GenieError(f"--window must be >= 1, got {window}")
+        raise GenieError(f"the window must be at least 1 frame, got {window}")
     return math.ceil(window / time_downsample) * time_downsample
 
 
@@ -94,9 +94,9 @@ def load_tokenizer(checkpoint: str | os.PathLike | None = None, *, preset: str |
             resolution = tuple(disc.inp_size)
     elif preset is not None:
         from genie_core.config import load_preset
+        from genie_core.tokenizer import VideoTokenizer
 
         cfg = load_preset(preset, overrides)
-        from genie_core.tokenizer import VideoTokenizer
         with torch.random.fork_rng(devices=[]):  # deterministic weights, global RNG untouched
             torch.manual_seed(seed)
             model = VideoTokenizer.from_config(cfg.tokenizer)
@@ -188,7 +188,6 @@ def tokenize_video(tok: LoadedTokenizer, path: str | os.PathLike, *,
                    precision: str = "bf16") -> tuple[np.ndarray, dict[str, Any]]:
     """Token ids int32 (T', h, w) of a whole video, and the metadata a token file records."""
     path = Path(path)
-    start = time.perf_counter()
     info = _probe(path)
     hw = frame_size(tok, (info.height, info.width), size)
     chunks, num_frames = [], 0
@@ -212,9 +211,9 @@ def tokenize_video(tok: LoadedTokenizer, path: str | os.PathLike, *,
         "space_downsample": tok.space_downsample,
         "vocab_size": int(tok.model.vocab_size),
         "window": tok.window,  # each window of this many frames was tokenized on its own
+        "precision": precision,
         "genie_version": __version__,
     }
-    meta["seconds"] = round(time.perf_counter() - start, 4)
     return ids, meta
 
 

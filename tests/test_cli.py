@@ -196,6 +196,26 @@ def test_folder_is_mirrored(make_clip: Callable[..., Path], tmp_path: Path, tok_
     assert {r["shape"][0] for r in records} == {2, 3, 4}
 
 
+def test_mirror_keeps_same_stem_apart(make_clip: Callable[..., Path], tmp_path: Path,
+                                      tok_ckpt: Path) -> None:
+    src = tmp_path / "videos"
+    make_clip(src / "a.mp4", frames=2)
+    make_clip(src / "a.gif", frames=3)
+    make_clip(src / "b.mp4", frames=2)
+    out = tmp_path / "tokens"
+    result = invoke("tokenize", src, "-o", out, "-c", tok_ckpt, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert files_under(out) == {"a.mp4.npz", "a.gif.npz", "b.npz"}
+
+
+def test_single_file_into_folder(make_clip: Callable[..., Path], tmp_path: Path, tok_ckpt: Path) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", frames=2)
+    (tmp_path / "out").mkdir()
+    result = invoke("tokenize", clip, "-o", tmp_path / "out", "-c", tok_ckpt, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert files_under(tmp_path / "out") == {"clip.npz"}
+
+
 def test_stdin_paths(make_clip: Callable[..., Path], tmp_path: Path, tok_ckpt: Path) -> None:
     a = make_clip(tmp_path / "in" / "x" / "a.mp4", frames=3)
     b = make_clip(tmp_path / "in" / "y" / "b.mp4", frames=3, seed=1)
@@ -317,6 +337,14 @@ def test_bad_model_is_one_line_exit_2(make_clip: Callable[..., Path], tmp_path: 
     assert files_under(tmp_path) == before
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CUDA present")
+def test_cuda_without_cuda_is_one_line(make_clip: Callable[..., Path], tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", frames=2)
+    result = invoke("tokenize", clip, "-o", tmp_path / "o.npz", "--preset", "tiny", "--device", "cuda")
+    assert "CUDA" in assert_clean_error(result)
+    assert not (tmp_path / "o.npz").exists()
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["tokenize", "{clip}", "-o", "{tmp}/out.txt", "--preset", "tiny"], ".npz"),
     (["reconstruct", "{clip}", "-o", "{tmp}/out.avi", "--preset", "tiny"], ".mp4"),
@@ -326,6 +354,10 @@ def test_bad_model_is_one_line_exit_2(make_clip: Callable[..., Path], tmp_path: 
     (["tokenize", "{tmp}/empty_dir", "-o", "{tmp}/out", "--preset", "tiny"], "no videos"),
     (["tokenize", "-", "-o", "{tmp}/out", "--preset", "tiny"], "stdin"),
     (["tokenize", "{clip}", "-o", "{tmp}/o.npz", "--preset", "tiny", "--device", "tpu"], "tpu"),
+    (["tokenize", "{clip}", "-o", "{tmp}/o.npz", "--preset", "tiny", "--precision", "fp8"], "fp8"),
+    (["tokenize", "{clip}", "-o", "{tmp}/o.npz", "--preset", "tiny", "--set", "tokenizer.nope=1"], "nope"),
+    (["tokenize", "{clip}", "-o", "{tmp}/o.npz", "--preset", "tiny", "--size", "15x16"], "multiple"),
+    (["tokenize", "{clip}", "-o", "{tmp}/clip.mp4", "--preset", "tiny"], ".npz"),
 ])
 def test_usage_errors(make_clip: Callable[..., Path], tmp_path: Path, args: list[str], fragment: str) -> None:
     clip = make_clip(tmp_path / "clip.mp4", frames=2)
