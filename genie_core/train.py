@@ -16,7 +16,6 @@ import os
 import signal
 import threading
 import time
-import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +56,7 @@ class Run:
     ocfg: OptimConfig
     model: nn.Module  # the plain model (checkpointed)
     forward: nn.Module  # loss-as-forward wrapper, DDP-wrapped when world > 1
+    aux_forward: nn.Module | None  # the same for the second optimiser's loss
     opt: torch.optim.Optimizer
     aux_opt: torch.optim.Optimizer | None
     ema: nn.Module | None
@@ -72,15 +72,25 @@ class Run:
 
 
 class _LossForward(nn.Module):
-    """Makes the stage's loss the module's forward, so DDP sees (and syncs) the computation."""
+    """Makes a stage's loss a module's forward, so DDP sees (and syncs) the computation.
 
-    def __init__(self, stage: Stage, model: nn.Module) -> None:
+    The main pass registers the whole model (DDP is told to ignore the aux parameters); the aux
+    pass registers only the aux parameters and reaches the model through a plain list, so each
+    DDP wrapper syncs exactly the gradients its optimiser steps and no pass has unused ones."""
+
+    def __init__(self, stage: Stage, model: nn.Module, aux_params: list[nn.Parameter] | None = None) -> None:
         super().__init__()
-        self.stage, self.model = stage, model
+        self.stage, self.aux = stage, aux_params is not None
+        if self.aux:
+            self.params = nn.ParameterList(aux_params)
+            self._model = [model]  # not registered: the generator is not this wrapper's to sync
+        else:
+            self.model = model
 
-    def forward(self, batch: dict[str, torch.Tensor], step: int, aux: bool = False) -> Any:
-        fn = self.stage.aux_loss if aux else self.stage.loss
-        return fn(self.model, batch, step)
+    def forward(self, batch: dict[str, torch.Tensor], step: int) -> Any:
+        if self.aux:
+            return self.stage.aux_loss(self._model[0], batch, step)
+        return self.stage.loss(self.model, batch, step)
 
 
 def _adamw(named: list[tuple[str, nn.Parameter]], lr: float, ocfg: OptimConfig,
@@ -111,16 +121,20 @@ def setup_run(stage: Stage, cfg: GenieConfig, data: Dataset, run_dir: Path, d: D
         ema = stage.build_model().to(stage.device).eval().requires_grad_(False)
         ema.load_state_dict(model.state_dict())
     forward: nn.Module = _LossForward(stage, model)
+    aux_forward: nn.Module | None = None
+    if aux_ids:
+        aux_forward = _LossForward(stage, model, [p for n, p in named if id(p) in aux_ids])
     if d.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
         ids = [stage.device.index] if stage.device.type == "cuda" else None
-        # Parameters legitimately go unused in some passes (the discriminator before
-        # disc_start_step, the generator in the discriminator's pass).
-        forward = DDP(forward, device_ids=ids, find_unused_parameters=True)
+        DDP._set_params_and_buffers_to_ignore_for_model(forward, [f"model.{n}" for n in aux_names])
+        forward = DDP(forward, device_ids=ids, find_unused_parameters=stage.ddp_find_unused)
+        if aux_forward is not None:
+            aux_forward = DDP(aux_forward, device_ids=ids)
     spread = data.val.spread(cfg.data.val_clips)
     B = ocfg.batch_size
     val_batches = [data.val.batch(spread[i:i + B]) for i in range(0, len(spread), B)]
-    run = Run(stage, cfg, ocfg, model, forward, opt, aux_opt, ema, data, val_batches,
+    run = Run(stage, cfg, ocfg, model, forward, aux_forward, opt, aux_opt, ema, data, val_batches,
               run_dir / stage.name, d, emit, names={"opt": main_names, "aux_opt": aux_names})
     return run
 
@@ -179,9 +193,9 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
             group["lr"] = lr * (ocfg.disc_lr or ocfg.lr) / ocfg.lr
         for m, batch in enumerate(micro):
             last = m == len(micro) - 1
-            with (run.forward.no_sync() if d.world > 1 and not last else nullcontext()):
+            with (run.aux_forward.no_sync() if d.world > 1 and not last else nullcontext()):
                 with autocast(stage.device, stage.precision):
-                    loss, out = run.forward(batch, step, aux=True)
+                    loss, out = run.aux_forward(batch, step)
                 (loss / ocfg.grad_accum).backward()
             _add(metrics, out, 1.0 / ocfg.grad_accum)
         aux_params = [p for g in run.aux_opt.param_groups for p in g["params"]]
@@ -466,6 +480,7 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
         results = {}
         for name, has_state in plan:
             stage_obj = get_stage(name)(cfg, run_dir, dev, cfg.train.precision, inputs)
+            stage_obj.warn = warn
             stage_obj.prepare(data)
             run = setup_run(stage_obj, cfg, data, run_dir, d, emit)
             if has_state:

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from genie_core.errors import GenieError
 
@@ -75,6 +75,9 @@ class Stage:
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = ""  # checkpoint kind (genie_core.checkpoint.KINDS)
+    # Set True when some parameters can go unused in a loss pass (DDP must then search for them
+    # every step). Not needed for aux_parameters: the loop syncs those separately.
+    ddp_find_unused: ClassVar[bool] = False
 
     def __init__(self, cfg: "GenieConfig", run_dir: Path, device: "torch.device",
                  precision: str = "bf16", inputs: dict[str, Path] | None = None) -> None:
@@ -84,6 +87,8 @@ class Stage:
         self.precision = precision
         # Checkpoints named on the command line (``--tokenizer``, ``--lam``), by stage name.
         self.inputs = {k: Path(v) for k, v in (inputs or {}).items() if v is not None}
+        # Where a stage reports a non-fatal problem (the loop routes it to the progress display).
+        self.warn: Callable[[str], None] = lambda message: None
 
     # ---- required -------------------------------------------------------------------------
     def build_model(self) -> "nn.Module":

@@ -30,7 +30,24 @@ class TokenizerStage(Stage):
 
         model = VideoTokenizer.from_config(self.cfg.tokenizer)
         self.has_discriminator = model.discriminator is not None
+        if model.perceptual is not None:
+            self._load_perceptual(model)
         return model
+
+    def _load_perceptual(self, model: nn.Module) -> None:
+        """Read the VGG16 weights now, so a bad file fails before the run folder exists. The
+        issue's "perceptual (when weights are available)": a preset asking for VGG16 with no file
+        in the torch hub cache trains without it and says so; a path named in the config must exist."""
+        from genie_core.losses import default_vgg16_path
+
+        if self.cfg.tokenizer.perceptual_weights is None and not default_vgg16_path().is_file():
+            if not getattr(self, "_warned_perceptual", False):
+                self.warn(f"perceptual loss off: no VGG16 weights at {default_vgg16_path()} "
+                          "(put torchvision's vgg16-397923af.pth there to use it)")
+                self._warned_perceptual = True
+            model.perceptual = None  # its VGG buffers are not in state_dict, so checkpoints match
+            return
+        model.perceptual.load_weights()
 
     def gan_on(self, step: int) -> bool:
         return self.has_discriminator and step >= self.optim_config().disc_start_step
