@@ -199,3 +199,47 @@ def test_even_sample_is_bounded_and_spread() -> None:
     originals, recs = sample.rows()
     picked = originals[:, 0, 0, 0].tolist()
     assert len(picked) == 4 and picked[0] == 0 and picked[-1] >= 64 and picked == sorted(picked)
+
+
+# ---- the real tokenizer (tiny preset; and a time-downsampling variant) ----------------------
+
+TIME_DOWN = ["tokenizer.enc_desc=[[causal, {out_channels: 16}], [residual, {out_channels: 32, "
+             "downsample: [2, 2], num_groups: 4}], [proj_out, {out_channels: 8, num_groups: 4}]]"]
+
+
+@pytest.mark.parametrize("overrides", [[], TIME_DOWN], ids=["tiny", "time/2"])
+def test_real_tokenizer_windows(make_clip, clip_frames, tmp_path: Path, overrides: list[str]) -> None:
+    from genie_core.video import to_model
+
+    clip = make_clip(tmp_path / "c.gif", frames=7, size=(16, 16))
+    tok = api.load_tokenizer(None, preset="tiny", overrides=overrides, device="cpu", window=4)
+    td = tok.time_downsample
+    ids, meta = api.tokenize_video(tok, clip, batch_windows=2, precision="fp32")
+    frames = clip_frames(7, (16, 16))
+    expected = []
+    for chunk in (frames[:4], frames[4:]):  # each window alone, last frame repeated to a multiple of td
+        n = -(-len(chunk) // td) * td
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], n - len(chunk), axis=0)])
+        with torch.no_grad():
+            expected.append(tok.model.tokenize(to_model(padded))[1][0].numpy())
+    np.testing.assert_array_equal(ids, np.concatenate(expected))
+    assert ids.shape == (4 // td + -(-3 // td), 8, 8) and meta["vocab_size"] == 2 ** 8
+    rec = api.reconstruct_video(tok, clip, batch_windows=2, precision="fp32")
+    assert rec.frames.shape == (7, 16, 16, 3)
+
+
+def test_untrained_preset_is_deterministic() -> None:
+    a = api.load_tokenizer(None, preset="tiny", device="cpu").model.state_dict()
+    torch.rand(3)  # global RNG state must not matter
+    b = api.load_tokenizer(None, preset="tiny", device="cpu").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_digest(tmp_path: Path) -> None:
+    from genie_core.tokenizer import VideoTokenizer
+
+    path = tmp_path / "tok.safetensors"
+    VideoTokenizer.from_preset("tiny").save(path)
+    tok = api.load_tokenizer(path, device="cpu")
+    assert tok.digest == file_digest(path) and len(tok.digest) == 16
+    assert tok.source == str(path) and not tok.model.training
