@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from genie_core.checkpoint import CheckpointError, load_checkpoint, read_metadata
+from genie_core.checkpoint import CheckpointError, read_metadata
 from genie_core.errors import GenieError
 from genie_core.runtime import inference, resolve_device
 from genie_core.tokens import file_digest
@@ -56,50 +56,58 @@ def _round_window(window: int, time_downsample: int) -> int:
     return math.ceil(window / time_downsample) * time_downsample
 
 
-def _data_hints(meta: dict[str, str]) -> tuple[tuple[int, int] | None, int | None]:
-    """(resolution, clip length) recorded by training in a checkpoint's metadata, if any."""
-    raw = meta.get("data")
-    if not raw:
-        return None, None
+def _hints(meta: dict[str, str]) -> tuple[tuple[int, int] | None, int | None]:
+    """(frame size, clip length) a checkpoint's metadata records about its training data: the
+    ``data`` entry training writes, a world's ``resolution``, else the frame size the GAN
+    discriminator was built for."""
+    def pair(value: Any) -> tuple[int, int] | None:
+        try:
+            return (int(value[0]), int(value[1])) if value else None
+        except (TypeError, ValueError, IndexError):
+            return None
+
     try:
-        data = json.loads(raw)
-        res = data.get("resolution")
-        resolution = (int(res[0]), int(res[1])) if res else None
-        frames = data.get("num_frames")
-        return resolution, (int(frames) if frames else None)
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        data = json.loads(meta.get("data") or "{}")
+        config = json.loads(meta.get("config") or "{}")
+    except json.JSONDecodeError:
         return None, None
+    data = data if isinstance(data, dict) else {}
+    config = config if isinstance(config, dict) else {}
+    tokenizer_cfg = config.get("tokenizer", config) if meta.get("kind") == "world" else config
+    disc = tokenizer_cfg.get("disc") if isinstance(tokenizer_cfg, dict) else None
+    resolution = (pair(data.get("resolution")) or pair(config.get("resolution"))
+                  or pair(disc.get("inp_size") if isinstance(disc, dict) else None))
+    frames = data.get("num_frames")
+    return resolution, (int(frames) if isinstance(frames, int) and frames > 0 else None)
 
 
 def load_tokenizer(checkpoint: str | os.PathLike | None = None, *, preset: str | None = None,
                    overrides: tuple[str, ...] | list[str] = (), device: str | torch.device = "auto",
                    window: int | None = None, seed: int = 0) -> LoadedTokenizer:
-    """A tokenizer from a checkpoint (kind ``tokenizer``, or the tokenizer of a ``world`` bundle),
-    or, with ``preset`` and no checkpoint, an untrained one seeded with ``seed`` (smoke tests)."""
+    """A tokenizer from a checkpoint (kind ``tokenizer``, or the tokenizer of a ``world`` bundle;
+    training-only parts such as the discriminator are left out), or, with ``preset`` and no
+    checkpoint, an untrained one seeded with ``seed`` (smoke tests)."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if checkpoint is not None:
+        from genie_core.world import load_part
+
         path = Path(checkpoint)
         meta = read_metadata(path)  # not found / not safetensors / not genie -> CheckpointError
         if meta["kind"] not in TOKENIZER_KINDS:
             raise CheckpointError(f"{path}: holds a {meta['kind']} checkpoint, expected a tokenizer"
                                   " (or a world bundle)")
-        loaded = load_checkpoint(path, expect_kind=meta["kind"])
-        model = loaded if meta["kind"] == "tokenizer" else getattr(loaded, "tokenizer", None)
-        if model is None:
-            raise CheckpointError(f"{path}: world bundle without a tokenizer")
-        resolution, clip_frames = _data_hints(meta)
+        model = load_part(path, "tokenizer")
+        resolution, clip_frames = _hints(meta)
         source, digest = str(path), file_digest(path)
-        disc = getattr(getattr(model, "config", None), "disc", None)
-        if resolution is None and disc is not None:  # the discriminator saw training frames
-            resolution = tuple(disc.inp_size)
     elif preset is not None:
         from genie_core.config import load_preset
         from genie_core.tokenizer import VideoTokenizer
+        from genie_core.world import inference_tokenizer_config
 
         cfg = load_preset(preset, overrides)
         with torch.random.fork_rng(devices=[]):  # deterministic weights, global RNG untouched
             torch.manual_seed(seed)
-            model = VideoTokenizer.from_config(cfg.tokenizer)
+            model = VideoTokenizer.from_config(inference_tokenizer_config(cfg.tokenizer))
         resolution, clip_frames = tuple(cfg.data.resolution), cfg.data.num_frames
         source, digest = f"preset:{preset}", None
     else:

@@ -243,3 +243,21 @@ def test_checkpoint_digest(tmp_path: Path) -> None:
     tok = api.load_tokenizer(path, device="cpu")
     assert tok.digest == file_digest(path) and len(tok.digest) == 16
     assert tok.source == str(path) and not tok.model.training
+
+
+def test_world_bundle_tokenizer(make_clip, tmp_path: Path) -> None:
+    """A world bundle's tokenizer is accepted; its resolution comes from the bundle."""
+    from genie_core.world import World
+
+    path = tmp_path / "world.safetensors"
+    world = World.from_preset("tiny")
+    world.save(path)
+    tok = api.load_tokenizer(path, device="cpu")
+    assert tok.digest == file_digest(path) and tok.resolution == world.resolution
+    clip = make_clip(tmp_path / "c.mp4", frames=3, size=(32, 32))
+    ids, meta = api.tokenize_video(tok, clip, precision="fp32")
+    h, w = world.resolution
+    assert ids.shape == (3, h // tok.space_downsample, w // tok.space_downsample)
+    with torch.no_grad():
+        for key, value in world.tokenizer.state_dict().items():
+            assert torch.equal(tok.model.state_dict()[key], value)
