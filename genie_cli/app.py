@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from genie_cli import evaluate as evaluate_cmd
+from genie_cli import play as play_cmd
 from genie_cli import reconstruct, tokenize
 from genie_cli import train as train_cmd
 
@@ -19,6 +21,8 @@ app = typer.Typer(
 app.command("tokenize")(tokenize.tokenize)
 app.command("reconstruct")(reconstruct.reconstruct)
 app.command("train")(train_cmd.train)
+app.command("play")(play_cmd.play)
+app.command("evaluate")(evaluate_cmd.evaluate)
 
 
 @app.callback()
