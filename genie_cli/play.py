@@ -47,7 +47,9 @@ def play(
         min=0.1)] = None,
     device: opt.Device = "auto",
     precision: opt.Precision = "bf16",
-    threads: opt.Threads = 0,
+    threads: Annotated[int, typer.Option(
+        "--threads", help="CPU threads for torch (0: torch's default). One by default: on a "
+        "shared 2-core machine one thread beat two (bench/bench_play.py).", min=0)] = 1,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Scripted mode: print the result as one JSON line.")] = False,
 ) -> None:

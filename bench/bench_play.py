@@ -1,0 +1,154 @@
+"""`genie play` frame rate (issue 5 benchmark, Genie §2.2): time per generated frame at 64x64 on
+CPU, MaskGIT sampling AND tokenizer decoding included, at session frame 2 and frame 16 (the KV
+cache should keep their ratio <= 1.3), fps, bf16 vs fp32 and 1 vs 2 threads, all in one run.
+
+    nice -n 5 python bench/bench_play.py                       # play (x3 sessions), coinrun (x1)
+    python bench/bench_play.py --presets play:2 --threads 1 --precisions bf16 --frames 16
+
+Untrained weights (World.from_preset): the compute is the same as a trained world's. Each step's
+time is the wall clock of ``World.step`` (dynamics sampling + decoding the new frame); a warm-up
+session per configuration is discarded. ``decode`` is the tokenizer's share, measured alone;
+``render`` is drawing the frame as half-block text for an 80x24 terminal (interactive mode only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from genie_cli.terminal import half_block_lines  # noqa: E402
+from genie_core.runtime import inference  # noqa: E402
+from genie_core.world import World  # noqa: E402
+
+RATIO_LIMIT = 1.3  # frame 16 vs frame 2 (issue 5)
+
+
+def prompt_frame(resolution: tuple[int, int]) -> np.ndarray:
+    """A smooth gradient with a bright square: any image works, this one is deterministic."""
+    H, W = resolution
+    y, x = np.mgrid[0:H, 0:W]
+    img = np.stack([40 + 150 * x / W, 40 + 150 * y / H, 120 + 0 * x], -1)
+    img[H // 3:H // 3 + H // 4, W // 3:W // 3 + W // 4] = 245
+    return img.astype(np.uint8)
+
+
+def session_times(world: World, prompt: np.ndarray, frames: int, seed: int) -> list[float]:
+    """Seconds per ``World.step``: index n-1 is the step that makes session frame n (prompt = 0)."""
+    world.encode_prompt(prompt, seed=seed)
+    rng = np.random.default_rng(seed)
+    times = []
+    for _ in range(frames):
+        action = int(rng.integers(0, world.num_actions))
+        start = time.perf_counter()
+        world.step(action)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def decode_ms(world: World, reps: int = 5) -> float:
+    """Median ms to decode one frame from ``decode_context`` frames of ids (what step does)."""
+    ids = world.session_ids()[:, -world.decode_context:]
+    out = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        with inference(world.device, world.precision):
+            world.tokenizer.decode_ids(ids)
+        out.append(time.perf_counter() - start)
+    return 1000 * statistics.median(out)
+
+
+def render_ms(world: World, reps: int = 5) -> float:
+    frame = world.session_frames()[0, -1]
+    start = time.perf_counter()
+    for _ in range(reps):
+        half_block_lines(frame, 80, 21)
+    return 1000 * (time.perf_counter() - start) / reps
+
+
+def run_config(world: World, prompt: np.ndarray, frames: int, repeats: int, precision: str,
+               threads: int) -> dict:
+    torch.set_num_threads(threads)
+    world.precision = precision
+    session_times(world, prompt, min(frames, 3), seed=99)  # warm-up (allocator, autocast caches)
+    sessions = [session_times(world, prompt, frames, seed=r) for r in range(repeats)]
+    at = lambda n: statistics.median(s[n - 1] for s in sessions)  # noqa: E731
+    mean_s = statistics.mean(t for s in sessions for t in s[1:])  # steady state: frames 2..N
+    return {"precision": precision, "threads": threads, "repeats": repeats, "frames": frames,
+            "ms_frame2": 1000 * at(2), f"ms_frame{frames}": 1000 * at(frames),
+            "ratio": at(frames) / at(2), "fps": 1 / mean_s, "ms_mean": 1000 * mean_s,
+            "ms_decode": decode_ms(world), "ms_render": render_ms(world)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", default="play:3,coinrun:1",
+                        help="preset:sessions, comma separated (coinrun is slow: 1 session)")
+    parser.add_argument("--frames", type=int, default=16, help="generated frames per session")
+    parser.add_argument("--precisions", default="bf16,fp32")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--steps", type=int, default=None, help="override MaskGIT steps (default: preset's)")
+    parser.add_argument("--json", action="store_true", help="one JSON line per configuration")
+    args = parser.parse_args()
+    if args.frames < 2:
+        parser.error("--frames must be >= 2")
+
+    precisions = args.precisions.split(",")
+    thread_counts = [int(t) for t in args.threads.split(",")]
+    results = []
+    for item in args.presets.split(","):
+        name, _, reps = item.partition(":")
+        torch.manual_seed(0)
+        try:
+            world = World.from_preset(name)
+        except Exception as err:  # noqa: BLE001 - a preset another issue has not added yet
+            print(f"# {name}: skipped ({str(err).splitlines()[0]})", file=sys.stderr)
+            continue
+        if args.steps:
+            import dataclasses
+            world.sampling = dataclasses.replace(world.sampling, steps=args.steps)
+        desc = world.describe()
+        dyn = world.dynamics.config
+        print(f"# {name}: {desc['resolution'][0]}x{desc['resolution'][1]} frames, {desc['tokens']} tokens, "
+              f"dynamics {dyn.depth}x{dyn.model_dim} ({desc['dynamics_parameters'] / 1e6:.1f}M), "
+              f"{world.sampling.steps} MaskGIT steps, context {dyn.context_frames} frames, "
+              f"tokenizer {desc['tokenizer_parameters'] / 1e6:.1f}M", flush=True)
+        prompt = prompt_frame(world.resolution)
+        for precision in precisions:
+            for threads in thread_counts:
+                r = {"preset": name, "steps": world.sampling.steps,
+                     **run_config(world, prompt, args.frames, int(reps or 1), precision, threads)}
+                results.append(r)
+                if args.json:
+                    print(json.dumps(r), flush=True)
+                else:
+                    ok = "ok" if r["ratio"] <= RATIO_LIMIT else f"ABOVE {RATIO_LIMIT}"
+                    print(f"{name:8s} {precision} t{threads}: frame 2 {r['ms_frame2']:7.1f} ms, frame "
+                          f"{args.frames} {r[f'ms_frame{args.frames}']:7.1f} ms (ratio {r['ratio']:.2f} {ok}), "
+                          f"mean {r['ms_mean']:7.1f} ms = {r['fps']:5.2f} fps, decode {r['ms_decode']:5.1f} ms, "
+                          f"render {r['ms_render']:4.1f} ms", flush=True)
+    if args.json or not results:
+        return
+    print("\n# ratios in this run (same preset, same frame count)")
+    for name in dict.fromkeys(r["preset"] for r in results):
+        rows = {(r["precision"], r["threads"]): r for r in results if r["preset"] == name}
+        for threads in thread_counts:
+            if ("bf16", threads) in rows and ("fp32", threads) in rows:
+                print(f"{name}: bf16 is {rows[('fp32', threads)]['ms_mean'] / rows[('bf16', threads)]['ms_mean']:.2f}x "
+                      f"faster than fp32 at {threads} thread(s)")
+        for precision in precisions:
+            if (precision, 1) in rows and (precision, 2) in rows:
+                print(f"{name}: 2 threads are {rows[(precision, 1)]['ms_mean'] / rows[(precision, 2)]['ms_mean']:.2f}x "
+                      f"the speed of 1 ({precision})")
+
+
+if __name__ == "__main__":
+    main()
