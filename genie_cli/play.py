@@ -215,10 +215,11 @@ class _Session:
         self.last_ms: float | None = None
         self.total_s, self.generated = 0.0, 0
         self.message = "press a number key to act"
+        self.frame = game.session_frames()[0, -1]  # the newest frame, (H, W, 3)
 
     def act(self, action: int) -> None:
         start = time.perf_counter()
-        self.game.step(action)
+        self.frame = self.game.step(action)[0]
         elapsed = time.perf_counter() - start
         self.last_ms = 1000 * elapsed
         self.total_s += elapsed
@@ -227,6 +228,7 @@ class _Session:
 
     def restart(self) -> None:
         self.game.reset()
+        self.frame = self.game.session_frames()[0, -1]
         self.message = "restarted from the prompt"
 
     def save(self) -> None:
@@ -258,8 +260,7 @@ def _interactive(game: Any, frames: Any, output: Optional[Path], fps: float, see
     def render(screen: Screen, clear: bool = False) -> None:
         cols, rows = screen.size
         legend = session.legend()
-        frame = game.session_frames()[0, -1]  # the newest frame, (H, W, 3)
-        screen.draw(half_block_lines(frame, cols, max(1, rows - len(legend))) + legend, clear=clear)
+        screen.draw(half_block_lines(session.frame, cols, max(1, rows - len(legend))) + legend, clear=clear)
 
     try:
         with Screen() as screen:
