@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from genie_core.checkpoint import Checkpointable
 from genie_core.config.dynamics import DynamicsConfig, SamplingConfig
-from genie_core.layers.st_transformer import KVCache, STTransformer
+from genie_core.layers.st_transformer import KVCache, STTransformer, linear2d
 from genie_core.sampling import MASK_ID, decode
 
 __all__ = ["DynamicsModel", "random_future_mask", "masked_cross_entropy", "split_ids", "join_ids"]
@@ -149,7 +149,7 @@ class DynamicsModel(nn.Module, Checkpointable):
 
     def logits(self, hidden: Tensor) -> list[Tensor]:
         """hidden (..., D) -> one logits tensor (..., 2**bits_g) per bit group."""
-        return list(self.head(hidden).split([2 ** b for b in self.group_bits], dim=-1))
+        return list(linear2d(self.head, hidden).split([2 ** b for b in self.group_bits], dim=-1))
 
     @staticmethod
     def frame_actions(actions: Tensor | None, batch: int, frames: int, device: torch.device) -> Tensor:

@@ -46,12 +46,36 @@ def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator
 
 
 def sample_logits(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
-    """One id per row of logits (..., V): argmax(logits / T + Gumbel) (Gumbel-max: no softmax and
-    no multinomial needed); T = 0 is greedy."""
+    """One id per row of logits (..., V) from softmax(logits / T); T = 0 is greedy."""
+    return _sample(logits, temperature, generator, need_logp=False)[0]
+
+
+def _sample(logits: Tensor, temperature: float, generator: torch.Generator | None,
+            need_logp: bool = True) -> tuple[Tensor, Tensor | None]:
+    """(ids, log p(id) under the UNtempered logits) for logits (..., V).
+
+    Inverse-CDF sampling: softmax, cumulative sum, one uniform per row, binary search. It needs
+    V times fewer random numbers than Gumbel-max (argmax(logits / T + Gumbel)), which made
+    Gumbel-max 2x slower here (CPU random numbers are the cost; both beat softmax +
+    torch.multinomial by 3-6x, measured on (256, 1024) bf16 logits, 1 thread).
+    """
+    lf = logits.float()
     if temperature == 0:
-        return logits.argmax(-1)
-    noise = gumbel_noise(logits.shape, generator, logits.device)
-    return (logits.float() / temperature + noise).argmax(-1)
+        ids = lf.argmax(-1)
+        logp = lf.gather(-1, ids[..., None])[..., 0] - torch.logsumexp(lf, -1) if need_logp else None
+        return ids, logp
+    probs = torch.softmax(lf / temperature if temperature != 1 else lf, dim=-1)
+    cdf = probs.cumsum(-1)  # (..., V)
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(cdf.shape[:-1] + (1,), generator=generator, device=gen_device).to(cdf.device)
+    ids = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)[..., 0].clamp_(max=lf.shape[-1] - 1)
+    logp = None
+    if need_logp:
+        if temperature == 1:
+            logp = probs.gather(-1, ids[..., None])[..., 0].clamp_min(1e-30).log()
+        else:
+            logp = lf.gather(-1, ids[..., None])[..., 0] - torch.logsumexp(lf, -1)
+    return ids, logp
 
 
 def _as_groups(logits: Logits) -> list[Tensor]:
@@ -64,8 +88,8 @@ def decode(inputs: Tensor, generator: torch.Generator | None, tokens_to_logits: 
            unmask: str = "confidence", choice_temperature: float = 0.0) -> Tensor:
     """Fill every ``MASK_ID`` position of ``inputs`` (B, N) in ``steps`` rounds; return (B, N) ids.
 
-    Each round: sample every masked position from ``tokens_to_logits(tokens)`` ((B, N, V) or a
-    sequence of factorised (B, N, V_g)), then re-mask the least confident (``unmask="confidence"``:
+    Each round: sample every masked position from softmax(logits / ``temperature``) of
+    ``tokens_to_logits(tokens)`` ((B, N, V) or a sequence of factorised (B, N, V_g)), then re-mask the least confident (``unmask="confidence"``:
     log-probability of the sampled id under the untempered logits) or a random subset
     (``"random"``) so that a fraction ``schedule(step / steps)`` of the initially masked positions
     stays masked; the last round keeps everything. ``choice_temperature`` adds MaskGIT's
@@ -85,14 +109,16 @@ def decode(inputs: Tensor, generator: torch.Generator | None, tokens_to_logits: 
         masked = tokens == MASK_ID
         if not masked.any():
             break
-        groups = _as_groups(tokens_to_logits(tokens))
-        digits = [sample_logits(g, temperature, generator) for g in groups]  # each (B, N)
-        sampled = torch.zeros_like(tokens)
+        # Sample only where masked: (M, V_g) rows; later rounds have few left.
+        groups = [g[masked] for g in _as_groups(tokens_to_logits(tokens))]
+        need_logp = unmask == "confidence" and step < steps - 1
+        draws = [_sample(g, temperature, generator, need_logp) for g in groups]  # each (M,)
+        ids = torch.zeros_like(draws[0][0])
         radix = 1
-        for digit, g in zip(digits, groups):  # mixed radix, digit 0 least significant
-            sampled = sampled + digit * radix
+        for (digit, _), g in zip(draws, groups):  # mixed radix, digit 0 least significant
+            ids = ids + digit * radix
             radix *= g.shape[-1]
-        sampled = torch.where(masked, sampled, tokens)
+        sampled = tokens.masked_scatter(masked, ids)
         if step == steps - 1:
             return sampled
 
@@ -104,18 +130,15 @@ def decode(inputs: Tensor, generator: torch.Generator | None, tokens_to_logits: 
         keep_masked = torch.where(masked.any(-1), keep_masked, torch.zeros_like(keep_masked))
 
         if unmask == "confidence":
-            confidence = torch.zeros(tokens.shape, device=tokens.device)
-            for digit, g in zip(digits, groups):
-                g = g.float()
-                picked = g.gather(-1, digit.unsqueeze(-1)).squeeze(-1)
-                confidence += picked - torch.logsumexp(g, dim=-1)  # log p(sampled digit)
+            score = sum(logp for _, logp in draws)  # log p(sampled id), digits independent
         else:
             gen_device = generator.device if generator is not None else torch.device("cpu")
-            confidence = torch.rand(tokens.shape, generator=generator, device=gen_device).to(tokens.device)
+            score = torch.rand(ids.shape, generator=generator, device=gen_device).to(ids.device)
         if choice_temperature > 0:
             anneal = choice_temperature * (1.0 - (step + 1) / steps)
-            confidence = confidence + anneal * gumbel_noise(tokens.shape, generator, tokens.device)
-        confidence = confidence.masked_fill(~masked, math.inf)  # known tokens are never re-masked
+            score = score + anneal * gumbel_noise(ids.shape, generator, ids.device)
+        # Known tokens are never re-masked: infinite confidence.
+        confidence = torch.full(tokens.shape, math.inf, device=tokens.device).masked_scatter(masked, score.float())
         # rank 0 = least confident; re-mask the keep_masked lowest ranks of each row
         rank = confidence.argsort(dim=-1).argsort(dim=-1)
         remask = rank < keep_masked[:, None]

@@ -68,11 +68,11 @@ def test_cache_without_update_is_untouched() -> None:
     model, x = _model(), _input()
     cache = model.new_cache()
     model(x[:, :3], cache)
-    keys = [k.clone() for k in cache.keys]
+    keys = [c.ordered()[0].clone() for c in cache.layers]
     a = model(x[:, 3:4], cache, update_cache=False)
     b = model(x[:, 3:4] + 1.0, cache, update_cache=False)
     assert cache.position == 3 and cache.length == 3
-    assert all(torch.equal(k, k0) for k, k0 in zip(cache.keys, keys))
+    assert all(torch.equal(c.ordered()[0], k0) for c, k0 in zip(cache.layers, keys))
     torch.testing.assert_close(a, model(x, None)[:, 3:4], rtol=1e-4, atol=1e-5)
     assert not torch.allclose(a, b)
 
@@ -92,6 +92,38 @@ def test_sliding_window_cache_matches_banded_full_forward() -> None:
     torch.testing.assert_close(torch.cat(outs, dim=1), banded, rtol=1e-4, atol=1e-5)
     # The band matters: the plain causal forward differs after the first window.
     assert not torch.allclose(model(x)[:, window:], banded[:, window:])
+
+
+def test_sliding_cache_after_long_prefill_and_copy() -> None:
+    """A prompt longer than the window, then frames one at a time; a copy branches independently."""
+    window, frames = 3, 8
+    model, x = _model(), _input(frames=frames)
+    banded = model(x, window=window)
+    cache = model.new_cache(window)
+    outs = [model(x[:, :5], cache)]
+    branch = cache.copy()
+    for t in range(5, frames):
+        outs.append(model(x[:, t:t + 1], cache))
+    torch.testing.assert_close(torch.cat(outs, dim=1), banded, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model(x[:, 5:6], branch), banded[:, 5:6], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("window", [1, 2])
+def test_tiny_windows(window: int) -> None:
+    model, x = _model(), _input()
+    banded = model(x, window=window)
+    cache = model.new_cache(window)
+    outs = [model(x[:, t:t + 1], cache) for t in range(T)]
+    torch.testing.assert_close(torch.cat(outs, dim=1), banded, rtol=1e-4, atol=1e-5)
+
+
+def test_unbounded_cache_grows() -> None:
+    model, x = _model(), _input(frames=20)
+    full = model(x)
+    cache = model.new_cache()
+    outs = [model(x[:, t:t + 1], cache) for t in range(20)]
+    assert cache.length == 20
+    torch.testing.assert_close(torch.cat(outs, dim=1), full, rtol=1e-4, atol=1e-4)
 
 
 def test_cache_repeat_branches_batch() -> None:
