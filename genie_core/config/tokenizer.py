@@ -347,9 +347,11 @@ def mirror_blocks(enc: list[BlockSpec], code_channels: int) -> list[BlockSpec]:
     """A decoder that mirrors a resolved encoder (``dec_desc: null``), block by block in reverse.
 
     proj_out(C->D) at the end of the encoder becomes causal(D->C) at the start of the decoder and
-    causal(3->C) at its start becomes proj_out(C->3). A block that downsampled by (t, s) is undone by
-    its reverse (at the low resolution) followed by a depth-to-space-time upsample and an adaptive
-    group norm conditioned on the quantised latents (MagViT-2 §3.2).
+    causal(3->C) at its start becomes proj_out(C->3). A residual block that downsampled by (t, s)
+    is undone by its reverse (at the low resolution) followed by a depth-to-space-time upsample and
+    an adaptive group norm conditioned on the quantised latents (MagViT-2 §3.2); a strided
+    ``spacetime_downsample`` (C->C') by a ``spacetime_upsample`` (C'->C), which from RGB (a
+    patchifying first layer) is the decoder's output layer.
     """
     blocks = list(enc)
     groups = max((getattr(b, "num_groups", 1) for b in blocks), default=1)
@@ -369,12 +371,23 @@ def mirror_blocks(enc: list[BlockSpec], code_channels: int) -> list[BlockSpec]:
             dec.append(ProjOutSpec(in_channels=ch, out_channels=c_in, num_groups=g,
                                    kernel_size=block.kernel_size))
             return dec
+        t, s = block.time_down, block.space_down
+        if isinstance(block, DownsampleSpec):
+            # a strided conv is undone by one depth-to-space-time conv (c_out -> c_in); from RGB
+            # (a patchifying first layer) that is the decoder's output layer
+            dec.append(UpsampleSpec(in_channels=c_out, out_channels=c_in, time_factor=t,
+                                    space_factor=s, kernel_size=block.kernel_size))
+            if i == 0 and c_in == VIDEO_CHANNELS:
+                return dec
+            dec.append(AdaptiveGroupNormSpec(num_channels=c_in,
+                                             num_groups=groups if c_in % groups == 0 else 1))
+            ch = c_in
+            continue
         if isinstance(block, ResidualSpec):
             dec.append(dataclasses.replace(block, in_channels=c_out, out_channels=c_in, downsample=None))
-        elif isinstance(block, (CausalConvSpec, ProjOutSpec, DownsampleSpec)) and c_in != c_out:
+        elif isinstance(block, (CausalConvSpec, ProjOutSpec)) and c_in != c_out:
             dec.append(CausalConvSpec(in_channels=c_out, out_channels=c_in,
                                       kernel_size=block.kernel_size))
-        t, s = block.time_down, block.space_down
         if t > 1 or s > 1:
             dec.append(UpsampleSpec(in_channels=c_in, out_channels=c_in, time_factor=t, space_factor=s))
             dec.append(AdaptiveGroupNormSpec(num_channels=c_in,

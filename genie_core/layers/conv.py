@@ -40,6 +40,40 @@ def blur_pool2d(x: Tensor, stride: int = 2) -> Tensor:
     return F.conv2d(x, _blur_kernel(channels, x.dtype, x.device), stride=stride, groups=channels)
 
 
+def _layout(x: Tensor) -> torch.memory_format:
+    """channels_last_3d when ``x`` is stored that way, else contiguous."""
+    cl = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
+    return torch.channels_last_3d if cl else torch.contiguous_format
+
+
+class _CausalTimePad(torch.autograd.Function):
+    """Forward: copy into a preallocated tensor of the input's layout (torch.cat returned a
+    contiguous tensor, costing a second copy in the next channels-last conv). Backward: the
+    gradient keeps the incoming layout (autograd's slice-copy backward made it contiguous, which
+    sent the SiLU / GroupNorm backward kernels down slow mixed-layout paths)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, amount: int, replicate: bool) -> Tensor:  # type: ignore[override]
+        ctx.amount, ctx.replicate = amount, replicate
+        b, c, t, h, w = x.shape
+        out = torch.empty((b, c, t + amount, h, w), dtype=x.dtype, device=x.device,
+                          memory_format=_layout(x))
+        out[:, :, amount:] = x
+        if replicate:
+            out[:, :, :amount] = x[:, :, :1]
+        else:
+            out[:, :, :amount] = 0
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        a = ctx.amount
+        gx = grad[:, :, a:].contiguous(memory_format=_layout(grad))
+        if ctx.replicate:  # the replicated first frame collects the padding's gradient
+            gx[:, :, :1] += grad[:, :, :a].sum(dim=2, keepdim=True)
+        return gx, None, None
+
+
 def causal_time_pad(x: Tensor, amount: int, mode: str = "replicate") -> Tensor:
     """Pad ``amount`` frames before the clip (x: (B, C, T, H, W)); never after it.
 
@@ -48,18 +82,9 @@ def causal_time_pad(x: Tensor, amount: int, mode: str = "replicate") -> Tensor:
     """
     if amount <= 0:
         return x
-    b, c, t, h, w = x.shape
-    # Preallocate in the input's layout: torch.cat returned a contiguous (not channels-last)
-    # tensor here, which cost a second copy in the next conv.
-    fmt = (torch.channels_last_3d if x.is_contiguous(memory_format=torch.channels_last_3d)
-           and not x.is_contiguous() else torch.contiguous_format)
-    out = torch.empty((b, c, t + amount, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
-    out[:, :, amount:] = x
-    if mode == "replicate":
-        out[:, :, :amount] = x[:, :, :1]
-    else:
-        out[:, :, :amount] = 0
-    return out
+    if mode not in ("replicate", "constant"):
+        raise ValueError(f"unknown time pad mode {mode!r}")
+    return _CausalTimePad.apply(x, amount, mode == "replicate")
 
 
 def causal_time_pool(x: Tensor, factor: int) -> Tensor:

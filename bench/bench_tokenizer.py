@@ -1,0 +1,207 @@
+"""Tokenizer speed and memory (issue 2 benchmark): encode and decode throughput (clips/s), one
+training step (generator + discriminator, AdamW) and peak memory, in fp32 and bf16 autocast, for
+the seed README's tokenizer (batch 4, 16 frames of 64x64, 2**18 and 2**10 codes) and `small`.
+
+    nice -n 5 python bench/bench_tokenizer.py                   # all configs, fp32 and bf16
+    python bench/bench_tokenizer.py --configs small --precisions bf16 --reps 2
+
+Each (config, precision) runs in its own subprocess so that peak memory (ru_maxrss) is its own;
+the bf16/fp32 ratios are between subprocesses of this one run. The perceptual loss uses a random
+VGG16 file (same compute as the real weights). The seed's figures quoted for comparison were
+measured by the issue's author with the seed's code on this machine class (not re-run here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Seed (myscience/open-genie) on the same machine class, from issue 2: seconds per clip.
+SEED = {"encode_s_per_clip": 0.5, "decode_s_per_clip": 0.26, "step_s_2p10_b4": 15.0,
+        "step_2p18_b4": "OOM > 16 GB"}
+
+SEED_ENC_DESC = [  # the README's encoder; proj_out emits d_codebook channels
+    ["causal", {"in_channels": 3, "out_channels": 64, "kernel_size": 3}],
+    ["residual", {"in_channels": 64, "kernel_size": 3, "downsample": [1, 2], "use_causal": True,
+                  "use_blur": True}],
+    ["residual", {"in_channels": 64, "out_channels": 128}],
+    ["residual", {"n_rep": 2, "in_channels": 128}],
+    ["residual", {"in_channels": 128, "out_channels": 256, "kernel_size": 3, "downsample": 2,
+                  "use_causal": True}],
+    ["proj_out", {"in_channels": 256, "out_channels": None, "num_groups": 8, "kernel_size": 3}],
+]
+SEED_DISC = dict(inp_size=(64, 64), model_dim=64, dim_mults=(1, 2, 4), down_step=(None, 2, 2),
+                 inp_channels=3, kernel_size=3, num_groups=8, act_fn="leaky", use_blur=True,
+                 use_attn=True, num_heads=4, dim_head=32)
+CONFIGS = {  # name -> (description, batch, frames)
+    "seed-2^18": ("seed README tokenizer, d_codebook=18", 4, 16),
+    "seed-2^10": ("seed README tokenizer, d_codebook=10", 4, 16),
+    "small": ("preset small (time /1, space /4, 2^10)", 8, 8),
+}
+
+
+def _random_vgg16(home: Path) -> None:
+    import torch
+
+    cfg = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+    state, idx, c = {}, 0, 3
+    for v in cfg:
+        if v == "M":
+            idx += 1
+            continue
+        state[f"features.{idx}.weight"] = torch.randn(v, c, 3, 3) * (2 / (9 * c)) ** 0.5
+        state[f"features.{idx}.bias"] = torch.zeros(v)
+        idx, c = idx + 2, v
+    (home / "hub" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    torch.save(state, home / "hub" / "checkpoints" / "vgg16-397923af.pth")
+
+
+def build(name: str):
+    from genie_core.tokenizer import VideoTokenizer
+
+    if name == "small":
+        return VideoTokenizer.from_preset("small")
+    bits = 18 if name == "seed-2^18" else 10
+    enc = [list(b) for b in SEED_ENC_DESC]
+    enc[-1] = ["proj_out", {**enc[-1][1], "out_channels": bits}]
+    return VideoTokenizer(enc_desc=enc, disc_kwargs=SEED_DISC, d_codebook=bits, n_codebook=1,
+                          lfq_bias=True, lfq_frac_sample=1.0, lfq_commit_weight=0.25,
+                          lfq_entropy_weight=0.1, lfq_diversity_weight=1.0, perceptual_model="vgg16",
+                          gan_discriminate="frames", gan_frames_per_batch=4)
+
+
+def _timed(fn, reps: int) -> float:
+    """Median seconds of ``reps`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def worker(name: str, precision: str, reps: int, threads: int, device: str) -> dict:
+    import torch
+
+    from genie_core.runtime import autocast, resolve_device
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    home = Path(tempfile.mkdtemp(prefix="bench_vgg_"))
+    _random_vgg16(home)
+    os.environ["TORCH_HOME"] = str(home)
+    dev = resolve_device(device)
+    _, batch, frames = CONFIGS[name]
+    model = build(name).to(dev)
+    size = model.config.disc.inp_size if model.config.disc else (64, 64)
+    video = (torch.rand(batch, 3, frames, *size, device=dev) * 2 - 1)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    def encode():
+        with torch.no_grad(), autocast(dev, precision):
+            out = model.tokenize(video)
+        sync()
+        return out
+
+    model.eval()
+    codes, _ = encode()
+    enc_s = _timed(encode, reps)
+
+    def decode():
+        with torch.no_grad(), autocast(dev, precision):
+            model.decode(codes)
+        sync()
+
+    dec_s = _timed(decode, reps)
+
+    model.train()
+    gen_opt = torch.optim.AdamW(list(model.generator_parameters()), lr=1e-4)
+    disc_opt = torch.optim.AdamW(model.discriminator.parameters(), lr=1e-4) if model.discriminator else None
+
+    def step():
+        with autocast(dev, precision):
+            loss, _, rec = model.generator_loss(video)
+        gen_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gen_opt.step()
+        if disc_opt is not None:
+            with autocast(dev, precision):
+                d_loss, _ = model.discriminator_loss(video, rec)
+            disc_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            disc_opt.step()
+        sync()
+
+    step_s = _timed(step, max(1, reps - 1))
+    peak = (torch.cuda.max_memory_allocated() / 2 ** 30 if dev.type == "cuda" else
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)  # KiB -> GiB on Linux
+    return {"config": name, "precision": precision, "batch": batch, "frames": frames,
+            "params_M": sum(p.numel() for p in model.generator_parameters()) / 1e6,
+            "encode_clips_s": batch / enc_s, "decode_clips_s": batch / dec_s, "step_s": step_s,
+            "peak_GiB": peak, "threads": threads, "device": str(dev)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list of {', '.join(CONFIGS)}")
+    ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--reps", type=int, default=3, help="timed repetitions (median), after one warm-up")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", action="store_true", help="print one JSON line per result too")
+    ap.add_argument("--worker", nargs=2, metavar=("CONFIG", "PRECISION"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.reps, args.threads, args.device)))
+        return
+    results = {}
+    for name in args.configs.split(","):
+        for precision in args.precisions.split(","):
+            cmd = [sys.executable, __file__, "--worker", name, precision, "--reps", str(args.reps),
+                   "--threads", str(args.threads), "--device", args.device]
+            print(f"# running {name} {precision} ...", file=sys.stderr, flush=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                print(f"{name} {precision}: FAILED ({tail})")
+                continue
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            results[name, precision] = res
+            if args.json:
+                print(json.dumps(res))
+    print(f"\n{'config':<11} {'prec':<5} {'batch':>5} {'params':>7} {'enc clips/s':>12} {'dec clips/s':>12} "
+          f"{'step s':>8} {'peak GiB':>9}")
+    for (name, precision), r in results.items():
+        print(f"{name:<11} {precision:<5} {r['batch']:>3}x{r['frames']:<2}{r['params_M']:>6.1f}M "
+              f"{r['encode_clips_s']:>12.2f} {r['decode_clips_s']:>12.2f} {r['step_s']:>8.2f} {r['peak_GiB']:>9.2f}")
+    print("\nbf16 / fp32 (same run):")
+    for name in args.configs.split(","):
+        a, b = results.get((name, "fp32")), results.get((name, "bf16"))
+        if a and b:
+            print(f"  {name:<11} encode x{b['encode_clips_s'] / a['encode_clips_s']:.2f}  "
+                  f"decode x{b['decode_clips_s'] / a['decode_clips_s']:.2f}  "
+                  f"step x{a['step_s'] / b['step_s']:.2f} faster  peak {b['peak_GiB'] / a['peak_GiB']:.2f}x")
+    print(f"\nvs the seed's figures (issue 2; not re-run here): {SEED}")
+    for (name, precision), r in results.items():
+        if not name.startswith("seed"):
+            continue
+        line = (f"  {name:<11} {precision:<5} encode x{SEED['encode_s_per_clip'] * r['encode_clips_s']:.1f}  "
+                f"decode x{SEED['decode_s_per_clip'] * r['decode_clips_s']:.1f}")
+        if name == "seed-2^10":
+            line += f"  step x{SEED['step_s_2p10_b4'] / r['step_s']:.1f}"
+        else:
+            line += f"  step {r['step_s']:.2f} s at {r['peak_GiB']:.2f} GiB (seed: {SEED['step_2p18_b4']})"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
