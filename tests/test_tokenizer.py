@@ -147,14 +147,14 @@ BLUR_TIME_DOWN = [
 ]
 
 
-def _check_encoder_causal(tok: VideoTokenizer, x: torch.Tensor) -> None:
+def _check_encoder_causal(tok: VideoTokenizer, x: torch.Tensor, frames=None) -> None:
     """Change frame t: latent frames whose input window ends before t must not move (a latent
     frame j of a time-/f encoder covers input frames up to (j + 1) f - 1)."""
     f = tok.time_downsample
     tok.eval()
     with torch.no_grad():
         base = tok.encode(x)
-        for t in range(x.shape[2]):
+        for t in frames if frames is not None else range(x.shape[2]):
             y = x.clone()
             y[:, :, t] = torch.rand_like(y[:, :, t]) * 2 - 1
             out = tok.encode(y)
@@ -163,10 +163,16 @@ def _check_encoder_causal(tok: VideoTokenizer, x: torch.Tensor) -> None:
             assert not torch.equal(out[:, :, first_affected], base[:, :, first_affected]), t
 
 
-@pytest.mark.parametrize("desc", [None, NARROW_MAGVIT2, BLUR_TIME_DOWN], ids=["tiny", "magvit2-narrow", "blur-time"])
+@pytest.mark.parametrize("desc", [None, "small", NARROW_MAGVIT2, BLUR_TIME_DOWN],
+                         ids=["tiny", "small", "magvit2-narrow", "blur-time"])
 def test_encoder_is_causal(desc):
     if desc is None:
         tok, x = tiny(), video(t=6)
+    elif desc == "small":
+        torch.manual_seed(0)
+        tok = VideoTokenizer.from_preset("small")
+        _check_encoder_causal(tok, video(b=1, t=6, size=64), frames=[0, 3, 5])
+        return
     else:
         torch.manual_seed(0)
         tok = VideoTokenizer(enc_desc=desc, d_codebook=6)
@@ -370,8 +376,15 @@ def test_seed_c_magvit2_round_trip_full(vgg):
 
 
 def test_mirrored_decoder_structure():
-    cfg = load_preset("small").tokenizer
-    enc, dec = cfg.architecture()
-    assert dec[0].name == "causal" and dec[-1].name == "proj_out" and dec[-1].out_channels == 3
-    assert [b.name for b in dec].count("spacetime_upsample") == 2
-    assert [b.name for b in dec].count("adaptive_group_norm") == 2
+    # causal(3 -> C) first: the mirror ends in proj_out(C -> 3)
+    enc, dec = load_preset("tiny").tokenizer.architecture()
+    assert [b.name for b in dec] == ["causal", "residual", "spacetime_upsample",
+                                     "adaptive_group_norm", "proj_out"]
+    assert dec[0].in_channels == enc[-1].out_channels and dec[-1].out_channels == 3
+    # patchifying strided conv first: the mirror ends in a depth-to-space upsample to RGB
+    enc, dec = load_preset("small").tokenizer.architecture()
+    names = [b.name for b in dec]
+    assert names[0] == "causal" and names[-1] == "spacetime_upsample" and dec[-1].out_channels == 3
+    assert names.count("spacetime_upsample") == 2 and names.count("adaptive_group_norm") == 1
+    assert [b.in_channels for b in dec if b.name == "residual"] == \
+        [b.out_channels for b in reversed(enc) if b.name == "residual"]
