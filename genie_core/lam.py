@@ -59,6 +59,8 @@ class LatentActionModel(nn.Module, Checkpointable):
         # Encoder: patches of x_t (and of x_t - x_{t-1}) -> ST-transformer -> pooled -> action latent.
         self.encoder_in = nn.Linear(patch_dim * (2 if cfg.frame_diff else 1), dim)
         self.encoder = STTransformer(dim, cfg.encoder_depth, cfg.heads, qk_norm=cfg.qk_norm)
+        if cfg.pooling == "token":
+            self.action_token = nn.Parameter(torch.randn(dim) * 0.02)
         self.to_action = nn.Linear(dim, cfg.action_dim)
         self.vq = VectorQuantizer(
             cfg.num_actions, cfg.action_dim, commitment_weight=cfg.commitment_weight,
@@ -108,8 +110,8 @@ class LatentActionModel(nn.Module, Checkpointable):
     def encode(self, video: Tensor) -> Tensor:
         """Continuous action latents (B, T-1, action_dim) of video (B, 3, T, H, W) in [-1, 1].
 
-        Latent t is read from the encoder's output at frame t+1: causal temporal attention means
-        it depends on frames <= t+1 only.
+        Latent t is read from the encoder's output at frame t+1 (its action token, or the mean of
+        its patches): causal temporal attention means it depends on frames <= t+1 only.
         """
         self._check(video, 2)
         patches = self._patches(video)  # (B, T, S, P)
@@ -117,8 +119,14 @@ class LatentActionModel(nn.Module, Checkpointable):
             previous = torch.cat((patches[:, :1], patches[:, :-1]), dim=1)  # x_{t-1}; x_0 for t=0
             patches = torch.cat((patches, patches - previous), dim=-1)  # (B, T, S, 2P)
         x = self.encoder_in(patches) + self._positions(video).to(patches.dtype)
-        h = self.encoder(x)  # (B, T, S, D)
-        return self.to_action(h[:, 1:].mean(dim=2))  # (B, T-1, action_dim), pooled over space
+        if self.config.pooling == "token":
+            B, T = x.shape[:2]
+            token = self.action_token.to(x.dtype).expand(B, T, 1, -1)
+            x = torch.cat((token, x), dim=2)  # (B, T, 1 + S, D): the token joins spatial attention
+            pooled = self.encoder(x)[:, 1:, 0]  # (B, T-1, D)
+        else:
+            pooled = self.encoder(x)[:, 1:].mean(dim=2)  # (B, T-1, D)
+        return self.to_action(pooled)  # (B, T-1, action_dim)
 
     def decode(self, context: Tensor, actions: Tensor) -> Tensor:
         """Predict frames 1..T' from context frames 0..T'-1 (B, 3, T', H, W) and the action

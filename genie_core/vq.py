@@ -137,7 +137,12 @@ class VectorQuantizer(nn.Module):
         dead = self.usage < self.dead_code_fraction / self.num_codes
         self.last_reset_count = int(dead.sum())
         if self.last_reset_count:
-            picks = torch.randint(flat.shape[0], (self.last_reset_count,), device=z.device)
+            # Revive onto the latents the codebook serves worst (farthest from their code), as
+            # k-means++ seeds a new centre: it splits the cluster that mixes the most.
+            codes = self.codes().float()
+            error = (flat - codes[flat_ids]).pow(2).sum(-1)  # (N,)
+            n = min(self.last_reset_count, flat.shape[0])
+            picks = error.topk(n).indices.repeat(self.last_reset_count // n + 1)[: self.last_reset_count]
             new = flat[picks] + 1e-3 * torch.randn_like(flat[picks])
             if _distributed():
                 torch.distributed.broadcast(new, 0)

@@ -25,19 +25,25 @@ class LamConfig:
     # Encoder input per frame: its patches plus the patches of x_t - x_{t-1} (a causal function of
     # frames <= t, so the encoder still sees only frames <= t+1; it makes motion easy to see).
     frame_diff: bool = True
+    # How the encoder names a transition: "token" reads a learned per-frame action token that
+    # attends to the frame's patches (it can focus on what moved); "mean" averages the patches.
+    pooling: Literal["token", "mean"] = "token"
     # Decoder outputs x_{t+1} - x_t added to x_t (an identity prior; x_t is already its input).
     predict_residual: bool = True
     recon_loss: Literal["mse", "l1", "mse+l1"] = "mse"
-    # VQ: codebook + commitment losses (van den Oord 2017), or EMA codebook updates when
-    # codebook_ema > 0 (then codebook_weight is unused).
-    commitment_weight: float = 0.25
+    # VQ: EMA codebook updates when codebook_ema > 0 (Razavi et al. 2019), else codebook +
+    # commitment losses (van den Oord 2017; then codebook_weight applies). With only a few codes
+    # the encoder's latents start nearly identical, all on one code, and a strong commitment
+    # term pulls them together faster than the decoder's gradient can separate them; EMA codes
+    # follow the latents closely, so a weak commitment suffices.
+    commitment_weight: float = 0.05
     codebook_weight: float = 1.0
-    codebook_ema: float = 0.0
+    codebook_ema: float = 0.9
     normalize_codes: bool = False  # cosine-similarity VQ: l2-normalise latents and codes
     # Dead-code reset: a code whose running share of assignments falls below
     # dead_code_fraction / num_actions is moved onto a random latent from the batch.
     dead_code_fraction: float = 0.1
-    usage_decay: float = 0.95  # running average of code usage (per training step)
+    usage_decay: float = 0.8  # running average of code usage (per training step)
     # Inference on long videos: windows of context_frames frames overlapping by window_overlap
     # (every transition gets exactly one action, with >= window_overlap - 1 frames of past).
     context_frames: int = 16
