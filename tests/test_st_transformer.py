@@ -156,3 +156,12 @@ def test_bf16_autocast_runs_and_is_close() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = model(x)
     torch.testing.assert_close(y.float(), model(x), rtol=0.1, atol=0.1)
+
+
+def test_training_after_inference_mode() -> None:
+    """Memoised rotary tables built under inference_mode must still work with autograd."""
+    model, x = _model(), _input()
+    with torch.inference_mode():
+        model(x)
+    model.train()(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())

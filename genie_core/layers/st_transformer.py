@@ -5,6 +5,7 @@ time positions), then ONE feed-forward layer; pre-norm. A KV cache decodes frame
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -29,6 +30,15 @@ def rotary_angles(positions: Tensor, head_dim: int, base: float = 10000.0) -> tu
     inv_freq = base ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
     angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (T, Dh/2)
     return angles.cos(), angles.sin()
+
+
+@functools.lru_cache(maxsize=256)
+def _frame_angles(start: int, count: int, head_dim: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """rotary_angles of frames start..start+count-1, memoised: every layer and every MaskGIT
+    step of a frame asks for the same ones. Made outside inference mode, so a table first built
+    during play can still be used by training (inference tensors cannot join autograd)."""
+    with torch.inference_mode(False), torch.no_grad():
+        return rotary_angles(torch.arange(start, start + count, device=device), head_dim)
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -226,7 +236,7 @@ class TemporalAttention(Attention):
         B, T, S, _ = x.shape
         q, k, v = self.project(rearrange(x, "b t s d -> b s t d").contiguous())  # (B, S, H, T, Dh)
         q, k, v = (rearrange(t, "b s h t d -> (b s) h t d") for t in (q, k, v))
-        cos, sin = rotary_angles(torch.arange(start, start + T, device=x.device), self.head_dim)
+        cos, sin = _frame_angles(start, T, self.head_dim, x.device)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None and cache.fast_path(start, T):
             y = cache.attend_one(q, k, v, update)
