@@ -45,6 +45,7 @@ def build(args: argparse.Namespace, precision: str):
     import torch
 
     from genie_core import train as T
+    from genie_core.distributed import init_dist
     from genie_core.config import load_preset
     from genie_core.stages import get_stage
 
@@ -52,7 +53,7 @@ def build(args: argparse.Namespace, precision: str):
     if args.batch_size:
         sets.append(f"train.{args.stage}.batch_size={args.batch_size}")
     cfg = load_preset(args.preset, sets)
-    d, device = T._init_dist(args.device)
+    d, device = init_dist(args.device)
     torch.set_num_threads(args.threads)
     data = T._load_data(cfg, Path(args.data), d, lambda m: None, device)
     stage = get_stage(args.stage)(cfg, Path(tempfile.mkdtemp()), device, precision)

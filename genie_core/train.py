@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -30,8 +28,10 @@ from torch import nn
 from genie_core.checkpoint import atomic_path, read_checkpoint, read_metadata, save_checkpoint
 from genie_core.config import GenieConfig, OptimConfig, to_dict
 from genie_core.data import Dataset, load_dataset
+from genie_core.distributed import Dist, StopFlag, agree, init_dist
 from genie_core.errors import GenieError
-from genie_core.runtime import autocast, resolve_device, set_threads
+from genie_core.optim import adamw, learning_rate, load_optimizer, optimizer_tensors
+from genie_core.runtime import autocast, set_threads
 from genie_core.stages import Stage, available_stages, get_stage
 
 Event = Callable[[dict[str, Any]], None]
@@ -39,13 +39,6 @@ STATE_FILE, LAST_FILE = "state.safetensors", "last.safetensors"
 
 
 # ---- setup ------------------------------------------------------------------------------------
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    owns_group: bool = False  # we called init_process_group, so we tear it down
-
 
 @dataclass
 class Run:
@@ -93,17 +86,6 @@ class _LossForward(nn.Module):
         return self.stage.loss(self.model, batch, step)
 
 
-def _adamw(named: list[tuple[str, nn.Parameter]], lr: float, ocfg: OptimConfig,
-           fused: bool) -> tuple[torch.optim.Optimizer, list[str]]:
-    """AdamW with weight decay on matrices and conv kernels only (ndim >= 2), not on biases/norms."""
-    decay = [(n, p) for n, p in named if p.ndim >= 2]
-    no_decay = [(n, p) for n, p in named if p.ndim < 2]
-    groups = [{"params": [p for _, p in decay], "weight_decay": ocfg.weight_decay},
-              {"params": [p for _, p in no_decay], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=lr, betas=ocfg.betas, fused=fused or None)
-    return opt, [n for n, _ in decay + no_decay]  # state_dict ids follow this order
-
-
 def setup_run(stage: Stage, cfg: GenieConfig, data: Dataset, run_dir: Path, d: Dist, emit: Event) -> Run:
     ocfg = stage.optim_config()
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
@@ -111,10 +93,10 @@ def setup_run(stage: Stage, cfg: GenieConfig, data: Dataset, run_dir: Path, d: D
     aux_ids = {id(p) for p in stage.aux_parameters(model)}
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     fused = stage.device.type == "cuda"
-    opt, main_names = _adamw([(n, p) for n, p in named if id(p) not in aux_ids], ocfg.lr, ocfg, fused)
+    opt, main_names = adamw([(n, p) for n, p in named if id(p) not in aux_ids], ocfg.lr, ocfg, fused)
     aux_opt, aux_names = None, []
     if aux_ids:
-        aux_opt, aux_names = _adamw([(n, p) for n, p in named if id(p) in aux_ids],
+        aux_opt, aux_names = adamw([(n, p) for n, p in named if id(p) in aux_ids],
                                     ocfg.disc_lr or ocfg.lr, ocfg, fused)
     ema = None
     if ocfg.ema_decay > 0:
@@ -137,19 +119,6 @@ def setup_run(stage: Stage, cfg: GenieConfig, data: Dataset, run_dir: Path, d: D
     run = Run(stage, cfg, ocfg, model, forward, aux_forward, opt, aux_opt, ema, data, val_batches,
               run_dir / stage.name, d, emit, names={"opt": main_names, "aux_opt": aux_names})
     return run
-
-
-def learning_rate(step: int, ocfg: OptimConfig) -> float:
-    """Linear warmup, then cosine to the floor or (wsd) flat with a linear cooldown at the end."""
-    if step < ocfg.warmup_steps:
-        return ocfg.lr * (step + 1) / ocfg.warmup_steps
-    floor = ocfg.lr * ocfg.min_lr_ratio
-    if ocfg.schedule == "cosine":
-        progress = min(1.0, (step - ocfg.warmup_steps) / max(1, ocfg.steps - ocfg.warmup_steps))
-        return floor + (ocfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    decay_start = max(ocfg.warmup_steps, ocfg.steps - round(ocfg.cooldown_fraction * ocfg.steps))
-    progress = min(1.0, max(0, step - decay_start) / max(1, ocfg.steps - decay_start))
-    return ocfg.lr + (floor - ocfg.lr) * progress
 
 
 # ---- one optimiser step -----------------------------------------------------------------------
@@ -245,27 +214,6 @@ def _log(run: Run, record: dict[str, Any]) -> None:
 
 # ---- checkpoints ------------------------------------------------------------------------------
 
-def _optimizer_tensors(opt: torch.optim.Optimizer, names: list[str], prefix: str) -> dict[str, torch.Tensor]:
-    out = {}
-    for pid, state in opt.state_dict()["state"].items():
-        for key, value in state.items():
-            out[f"{prefix}/{names[pid]}/{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    return out
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, names: list[str], prefix: str,
-                    tensors: dict[str, torch.Tensor]) -> None:
-    by_name: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        head, _, rest = key.partition("/")
-        if head == prefix:
-            name, _, slot = rest.rpartition("/")
-            by_name.setdefault(name, {})[slot] = value
-    sd = opt.state_dict()
-    sd["state"] = {pid: by_name[name] for pid, name in enumerate(names) if name in by_name}
-    opt.load_state_dict(sd)
-
-
 def save_run(run: Run, periodic: bool = False) -> None:
     """State first, then the model: each write is atomic, and a crash between them leaves a
     state that is at least as new as ``last.safetensors`` (resume reads only the state)."""
@@ -274,9 +222,9 @@ def save_run(run: Run, periodic: bool = False) -> None:
     tensors = {f"model/{k}": v for k, v in run.model.state_dict().items()}
     if run.ema is not None:
         tensors.update({f"ema/{k}": v for k, v in run.ema.state_dict().items()})
-    tensors.update(_optimizer_tensors(run.opt, run.names["opt"], "opt"))
+    tensors.update(optimizer_tensors(run.opt, run.names["opt"], "opt"))
     if run.aux_opt is not None:
-        tensors.update(_optimizer_tensors(run.aux_opt, run.names["aux_opt"], "aux_opt"))
+        tensors.update(optimizer_tensors(run.aux_opt, run.names["aux_opt"], "aux_opt"))
     info = {"stage": run.stage.name, "step": run.step, "elapsed": run.elapsed, "wall": run.wall,
             "world_size": run.dist.world, "seed": run.cfg.train.seed}
     save_checkpoint(run.dir / STATE_FILE, tensors, kind="train_state", config=to_dict(run.cfg),
@@ -302,9 +250,9 @@ def resume_run(run: Run) -> None:
     if run.ema is not None:
         ema = part("ema")
         run.ema.load_state_dict(ema if ema else run.model.state_dict())
-    _load_optimizer(run.opt, run.names["opt"], "opt", tensors)
+    load_optimizer(run.opt, run.names["opt"], "opt", tensors)
     if run.aux_opt is not None:
-        _load_optimizer(run.aux_opt, run.names["aux_opt"], "aux_opt", tensors)
+        load_optimizer(run.aux_opt, run.names["aux_opt"], "aux_opt", tensors)
     run.step, run.elapsed, run.wall = int(info["step"]), float(info["elapsed"]), float(info["wall"])
     log = run.dir / "metrics.jsonl"
     if run.dist.rank == 0 and log.is_file():  # drop lines logged after the state we resume from
@@ -314,38 +262,6 @@ def resume_run(run: Run) -> None:
 
 
 # ---- the loop ---------------------------------------------------------------------------------
-
-class _StopFlag:
-    """SIGINT/SIGTERM ask the loop to save and stop after the current step; a second Ctrl-C
-    interrupts at once (the last checkpoint stays intact, every write being atomic)."""
-
-    def __init__(self) -> None:
-        self.requested, self._old = False, {}
-
-    def __enter__(self) -> "_StopFlag":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-def _agree(flag: bool, d: Dist, device: torch.device) -> bool:
-    """Every rank stops at the same step when any rank was asked to."""
-    if d.world == 1:
-        return flag
-    t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
 
 def run_loop(run: Run, stop_at: int | None = None) -> dict[str, float]:
     """Train from ``run.step`` to the configured steps (or ``stop_at``), evaluating, logging and
@@ -357,7 +273,7 @@ def run_loop(run: Run, stop_at: int | None = None) -> dict[str, float]:
     window_steps, window_time = 0, 0.0
     run.emit({"event": "start", "stage": run.stage.name, "step": run.step, "total": total,
               "dir": str(run.dir), **run.stage.describe(run.model)})
-    with _StopFlag() as stop:
+    with StopFlag() as stop:
         while run.step < end:
             t0 = time.perf_counter()
             metrics = train_step(run, run.step)
@@ -386,7 +302,7 @@ def run_loop(run: Run, stop_at: int | None = None) -> dict[str, float]:
                 run.emit({"event": "eval", "stage": run.stage.name, "step": run.step, "metrics": val})
             if run.step % ocfg.save_every == 0:
                 save_run(run, periodic=True)
-            if _agree(stop.requested, run.dist, run.stage.device):
+            if agree(stop.requested, run.dist, run.stage.device):
                 break
         if run.step == end or stop.requested:
             save_run(run)
@@ -396,22 +312,6 @@ def run_loop(run: Run, stop_at: int | None = None) -> dict[str, float]:
 
 
 # ---- entry point ------------------------------------------------------------------------------
-
-def _init_dist(device_name: str) -> tuple[Dist, torch.device]:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; then gloo on CPU, nccl on CUDA."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = resolve_device(device_name)
-    if world <= 1:
-        return Dist(), device
-    owns = False
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        owns = True
-    return Dist(dist.get_rank(), dist.get_world_size(), owns), device
-
 
 def _check_resumable(cfg: GenieConfig, stage_dir: Path, stage: str) -> bool:
     """True when the stage has a state to resume; errors for a run of another preset/model."""
@@ -467,7 +367,7 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
         raise GenieError(f"--resume: {run_dir} holds no {stage} run to resume")
 
     set_threads(cfg.train.num_threads)
-    d, dev = _init_dist(device)
+    d, dev = init_dist(device)
     emit = on_event if (on_event is not None and d.rank == 0) else (lambda e: None)
     warn = lambda msg: emit({"event": "warning", "message": msg})  # noqa: E731
     try:

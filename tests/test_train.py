@@ -24,7 +24,8 @@ from genie_core.config import GenieConfig, OptimConfig, load_preset
 from genie_core.errors import GenieError
 from genie_core.stages import Stage
 from genie_core import train as train_mod
-from genie_core.train import learning_rate, train
+from genie_core.optim import adamw, learning_rate
+from genie_core.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -153,7 +154,7 @@ def test_learning_rate_warmup_cosine_and_wsd():
 
 def test_weight_decay_only_on_matrices():
     model = ToyModel()
-    opt, names = train_mod._adamw(list(model.named_parameters()), 1e-3, OptimConfig(weight_decay=0.5), False)
+    opt, names = adamw(list(model.named_parameters()), 1e-3, OptimConfig(weight_decay=0.5), False)
     decayed = {id(p) for p in opt.param_groups[0]["params"]}
     assert opt.param_groups[0]["weight_decay"] == 0.5 and opt.param_groups[1]["weight_decay"] == 0.0
     for name, p in model.named_parameters():
