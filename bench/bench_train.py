@@ -127,10 +127,10 @@ def process_comparison(args: argparse.Namespace) -> None:
         r = results[(nproc, threads)]
         print(f"  torchrun {nproc} proc x {threads} thread(s), bf16: {r['clips_per_s']:7.2f} clips/s "
               f"({r['step_s']:.3f} s/step, {nproc} x batch)")
-    base = results.get((1, args.threads))
-    two = results.get((2, max(1, args.threads // 2)))
+    half = max(1, args.threads // 2)
+    base, two = results.get((1, args.threads)), results.get((2, half))
     if base and two:
-        print(f"  2 processes / 1 process (same {args.threads} cores): "
+        print(f"  2 processes x {half} thread(s) / 1 process x {args.threads} thread(s): "
               f"{two['clips_per_s'] / base['clips_per_s']:.2f}x")
 
 
