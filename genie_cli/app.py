@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from genie_cli import evaluate as evaluate_cmd
+from genie_cli import infer_actions as infer_actions_cmd
 from genie_cli import play as play_cmd
 from genie_cli import reconstruct, tokenize
 from genie_cli import train as train_cmd
@@ -23,6 +24,7 @@ app.command("reconstruct")(reconstruct.reconstruct)
 app.command("train")(train_cmd.train)
 app.command("play")(play_cmd.play)
 app.command("evaluate")(evaluate_cmd.evaluate)
+app.command("infer-actions")(infer_actions_cmd.infer_actions)
 
 
 @app.callback()
