@@ -2,7 +2,7 @@
 CPU, MaskGIT sampling AND tokenizer decoding included, at session frame 2 and frame 16 (the KV
 cache should keep their ratio <= 1.3), fps, bf16 vs fp32 and 1 vs 2 threads, all in one run.
 
-    nice -n 5 python bench/bench_play.py                       # play (x3 sessions), coinrun (x1)
+    nice -n 5 python bench/bench_play.py       # play (3 sessions), coinrun (1 session, 1 thread)
     python bench/bench_play.py --presets play:2 --threads 1 --precisions bf16 --frames 16
 
 Untrained weights (World.from_preset): the compute is the same as a trained world's. Each step's
@@ -90,8 +90,9 @@ def run_config(world: World, prompt: np.ndarray, frames: int, repeats: int, prec
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", default="play:3,coinrun:1",
-                        help="preset:sessions, comma separated (coinrun is slow: 1 session)")
+    parser.add_argument("--presets", default="play:3,coinrun:1:1",
+                        help="preset:sessions[:threads], comma separated; coinrun (~10 s a frame) "
+                             "runs one session at 1 thread by default")
     parser.add_argument("--frames", type=int, default=16, help="generated frames per session")
     parser.add_argument("--precisions", default="bf16,fp32")
     parser.add_argument("--threads", default="1,2")
@@ -105,7 +106,7 @@ def main() -> None:
     thread_counts = [int(t) for t in args.threads.split(",")]
     results = []
     for item in args.presets.split(","):
-        name, _, reps = item.partition(":")
+        name, reps, only_threads = (item.split(":") + ["", ""])[:3]
         torch.manual_seed(0)
         try:
             world = World.from_preset(name)
@@ -123,7 +124,7 @@ def main() -> None:
               f"tokenizer {desc['tokenizer_parameters'] / 1e6:.1f}M", flush=True)
         prompt = prompt_frame(world.resolution)
         for precision in precisions:
-            for threads in thread_counts:
+            for threads in ([int(only_threads)] if only_threads else thread_counts):
                 r = {"preset": name, "steps": world.sampling.steps,
                      **run_config(world, prompt, args.frames, int(reps or 1), precision, threads)}
                 results.append(r)
