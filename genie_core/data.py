@@ -234,6 +234,10 @@ class ClipSet:
     def __len__(self) -> int:
         return int(self.cum[-1])
 
+    def with_frames(self, num_frames: int) -> "ClipSet":
+        """The clips of another length from the same videos."""
+        return ClipSet(self.cache, self.video_ids, num_frames, self.stride)
+
     def frame_index(self, j: int) -> np.ndarray:
         """Frame numbers (T,) int64 of clip j in ``cache.frames`` (the dynamics stage's token cache
         is indexed the same way)."""

@@ -27,7 +27,7 @@ from torch import nn
 
 from genie_core.checkpoint import atomic_path, read_checkpoint, read_metadata, save_checkpoint
 from genie_core.config import GenieConfig, OptimConfig, to_dict
-from genie_core.data import Dataset, load_dataset
+from genie_core.data import ClipSet, Dataset, load_dataset
 from genie_core.distributed import Dist, StopFlag, agree, init_dist
 from genie_core.errors import GenieError
 from genie_core.optim import adamw, learning_rate, load_optimizer, optimizer_tensors
@@ -55,6 +55,7 @@ class Run:
     ema: nn.Module | None
     data: Dataset
     val_batches: list[dict[str, np.ndarray]]
+    train_clips: ClipSet  # data.train, or its clips of train.<stage>.num_frames frames
     dir: Path
     dist: Dist
     emit: Event
@@ -116,8 +117,14 @@ def setup_run(stage: Stage, cfg: GenieConfig, data: Dataset, run_dir: Path, d: D
     spread = data.val.spread(cfg.data.val_clips)
     B = ocfg.batch_size
     val_batches = [data.val.batch(spread[i:i + B]) for i in range(0, len(spread), B)]
+    train_clips = data.train
+    if ocfg.num_frames and ocfg.num_frames != cfg.data.num_frames:
+        train_clips = data.train.with_frames(ocfg.num_frames)
+        if len(train_clips) == 0:
+            raise GenieError(f"no training video has the {ocfg.num_frames} frames "
+                             f"train.{stage.name}.num_frames asks for")
     run = Run(stage, cfg, ocfg, model, forward, aux_forward, opt, aux_opt, ema, data, val_batches,
-              run_dir / stage.name, d, emit, names={"opt": main_names, "aux_opt": aux_names})
+              train_clips, run_dir / stage.name, d, emit, names={"opt": main_names, "aux_opt": aux_names})
     return run
 
 
@@ -137,7 +144,7 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
     """One optimiser step (``grad_accum`` micro-batches), then the aux step and EMA. Metrics out."""
     ocfg, stage, d = run.ocfg, run.stage, run.dist
     torch.manual_seed(int(np.random.SeedSequence([run.cfg.train.seed, step, d.rank]).generate_state(1)[0]))
-    micro = [_to_device(run.data.train.sample(np.random.default_rng([run.cfg.train.seed, step, m, d.rank]),
+    micro = [_to_device(run.train_clips.sample(np.random.default_rng([run.cfg.train.seed, step, m, d.rank]),
                                               ocfg.batch_size), stage.device)
              for m in range(ocfg.grad_accum)]
     lr = learning_rate(step, ocfg)

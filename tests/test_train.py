@@ -264,6 +264,16 @@ def test_corrupt_video_skipped_with_warning(toy, clips, tmp_path):
     assert any("zz_broken.mp4" in w for w in warnings)
 
 
+def test_stage_clip_length_override(toy, clips, tmp_path, monkeypatch):
+    """train.<stage>.num_frames changes the training clips only; validation keeps data.num_frames."""
+    seen = {"train": set(), "val": set()}
+    loss, evaluate = ToyStage.loss, ToyStage.evaluate
+    monkeypatch.setattr(ToyStage, "loss", lambda self, m, b, s: (seen["train"].add(b["frames"].shape[1]), loss(self, m, b, s))[1])
+    monkeypatch.setattr(ToyStage, "evaluate", lambda self, m, bs: (seen["val"].update(b["frames"].shape[1] for b in bs), evaluate(self, m, bs))[1])
+    train(toy_cfg(steps=2, num_frames=2, eval_every=2), clips, tmp_path / "run", device="cpu")
+    assert seen == {"train": {2}, "val": {4}}
+
+
 # ---- DDP: two CPU processes (gloo) ---------------------------------------------------------------
 
 def _free_port() -> int:

@@ -38,6 +38,8 @@ class OptimConfig:
 
     steps: int = 1000
     batch_size: int = 8  # clips per micro-batch per process (global batch x grad_accum x ranks)
+    num_frames: int = 0  # frames per training clip for this stage; 0: data.num_frames (validation
+    #                      always uses data.num_frames, so scores stay comparable)
     lr: float = 3e-4
     min_lr_ratio: float = 0.1  # schedule floor as a fraction of lr
     warmup_steps: int = 100
@@ -66,6 +68,8 @@ class OptimConfig:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not 0.0 < self.cooldown_fraction <= 1.0:
             raise ValueError(f"cooldown_fraction must be in (0, 1], got {self.cooldown_fraction}")
+        if self.num_frames == 1 or self.num_frames < 0:
+            raise ValueError(f"num_frames must be 0 (data.num_frames) or >= 2, got {self.num_frames}")
         if self.warmup_steps < 0 or self.disc_start_step < 0 or self.disc_lr < 0:
             raise ValueError("warmup_steps, disc_start_step and disc_lr must be >= 0")
 
