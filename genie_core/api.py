@@ -200,12 +200,13 @@ def tokenize_video(tok: LoadedTokenizer, path: str | os.PathLike, *,
     hw = frame_size(tok, (info.height, info.width), size)
     chunks, num_frames = [], 0
     for res in _encode_windows(tok, path, hw, batch_windows, precision):
-        chunks.append(res.ids[: res.num_latent])
+        # int32 copies: a view would keep the whole batch's int64 ids alive.
+        chunks.append(res.ids[: res.num_latent].numpy().astype(np.int32))
         num_frames += len(res.frames)
     if num_frames == 0:
         from genie_core.errors import VideoError
         raise VideoError(f"{path}: no frames")
-    ids = torch.cat(chunks).numpy().astype(np.int32)  # (T', h, w)
+    ids = np.concatenate(chunks)  # (T', h, w) int32
     meta = {
         "format_version": TOKEN_FORMAT_VERSION,
         "source": str(path),
