@@ -2,7 +2,7 @@
 CPU, MaskGIT sampling AND tokenizer decoding included, at session frame 2 and frame 16 (the KV
 cache should keep their ratio <= 1.3), fps, bf16 vs fp32 and 1 vs 2 threads, all in one run.
 
-    nice -n 5 python bench/bench_play.py       # play (3 sessions), coinrun (1 session, 1 thread)
+    nice -n 5 python bench/bench_play.py       # play (5 sessions), coinrun (1 session, 1 thread)
     python bench/bench_play.py --presets play:2 --threads 1 --precisions bf16 --frames 16
 
 Untrained weights (World.from_preset): the compute is the same as a trained world's. Each step's
@@ -57,11 +57,15 @@ def session_times(world: World, prompt: np.ndarray, frames: int, seed: int) -> l
 def decode_ms(world: World, reps: int = 5) -> float:
     """Median ms to decode one frame from ``decode_context`` frames of ids (what step does)."""
     ids = world.session_ids()[:, -world.decode_context:]
+    # The session's tokenizer (a bf16 copy under bf16), as World.step uses it; private attribute,
+    # so fall back to the bundle's tokenizer if the World changes.
+    models = getattr(world, "_models", None)
+    tokenizer = models[1] if models else world.tokenizer
     out = []
     for _ in range(reps):
         start = time.perf_counter()
         with inference(world.device, world.precision):
-            world.tokenizer.decode_ids(ids)
+            tokenizer.decode_ids(ids)
         out.append(time.perf_counter() - start)
     return 1000 * statistics.median(out)
 
@@ -90,7 +94,7 @@ def run_config(world: World, prompt: np.ndarray, frames: int, repeats: int, prec
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", default="play:3,coinrun:1:1",
+    parser.add_argument("--presets", default="play:5,coinrun:1:1",
                         help="preset:sessions[:threads], comma separated; coinrun (~10 s a frame) "
                              "runs one session at 1 thread by default")
     parser.add_argument("--frames", type=int, default=16, help="generated frames per session")
