@@ -217,7 +217,9 @@ def open_tokenizer(checkpoint: Path | None, preset: str | None, overrides: list[
     if checkpoint is None:
         warn(f"no --checkpoint: using an UNTRAINED tokenizer from preset '{preset}' "
              "(fine for smoke tests, meaningless tokens)")
-    if size is None and tok.resolution is None:
+    if size is not None:
+        api.frame_size(tok, size, size)  # a bad --size fails once here, not once per file
+    elif tok.resolution is None:
         warn(f"{checkpoint} does not record the frame size it was trained at: frames keep their "
              f"own size (cropped to a multiple of {tok.space_downsample}); --size HxW to choose")
     return tok

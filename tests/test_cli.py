@@ -358,6 +358,7 @@ def test_cuda_without_cuda_is_one_line(make_clip: Callable[..., Path], tmp_path:
     (["tokenize", "{clip}", "-o", "{tmp}/o.npz", "--preset", "tiny", "--set", "tokenizer.nope=1"], "nope"),
     (["tokenize", "{clip}", "-o", "{tmp}/o.npz", "--preset", "tiny", "--size", "15x16"], "multiple"),
     (["tokenize", "{clip}", "-o", "{tmp}/clip.mp4", "--preset", "tiny"], ".npz"),
+    (["tokenize", "{tmp}", "-o", "{tmp}/out", "--preset", "tiny", "--size", "15x16"], "multiple"),
 ])
 def test_usage_errors(make_clip: Callable[..., Path], tmp_path: Path, args: list[str], fragment: str) -> None:
     clip = make_clip(tmp_path / "clip.mp4", frames=2)
