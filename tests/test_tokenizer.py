@@ -379,7 +379,7 @@ def test_mirrored_decoder_structure():
     # causal(3 -> C) first: the mirror ends in proj_out(C -> 3)
     enc, dec = load_preset("tiny").tokenizer.architecture()
     assert [b.name for b in dec] == ["causal", "residual", "spacetime_upsample",
-                                     "adaptive_group_norm", "proj_out"]
+                                     "adaptive_group_norm", "residual", "proj_out"]
     assert dec[0].in_channels == enc[-1].out_channels and dec[-1].out_channels == 3
     # patchifying strided conv first: the mirror ends in a depth-to-space upsample to RGB
     enc, dec = load_preset("small").tokenizer.architecture()

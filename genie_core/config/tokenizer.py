@@ -370,7 +370,7 @@ def mirror_blocks(enc: list[BlockSpec], code_channels: int) -> list[BlockSpec]:
             g = groups if ch % groups == 0 else 1
             dec.append(ProjOutSpec(in_channels=ch, out_channels=c_in, num_groups=g,
                                    kernel_size=block.kernel_size))
-            return dec
+            return _drop_norm_before_output(dec)
         t, s = block.time_down, block.space_down
         if isinstance(block, DownsampleSpec):
             # a strided conv is undone by one depth-to-space-time conv (c_out -> c_in); from RGB
@@ -395,6 +395,14 @@ def mirror_blocks(enc: list[BlockSpec], code_channels: int) -> list[BlockSpec]:
         ch = c_in
     g = groups if ch % groups == 0 else 1  # the encoder did not start with a conv from RGB
     dec.append(ProjOutSpec(in_channels=ch, out_channels=VIDEO_CHANNELS, num_groups=g))
+    return _drop_norm_before_output(dec)
+
+
+def _drop_norm_before_output(dec: list[BlockSpec]) -> list[BlockSpec]:
+    """An adaptive norm directly before the final proj_out (whose own group norm follows at once)
+    costs a full-resolution pass for little: the earlier adaptive norms condition the decoder."""
+    if len(dec) >= 2 and isinstance(dec[-2], AdaptiveGroupNormSpec) and isinstance(dec[-1], ProjOutSpec):
+        return dec[:-2] + dec[-1:]
     return dec
 
 
@@ -439,8 +447,9 @@ class DiscriminatorConfig:
 # ------------------------------------------------------------------------------------ tokenizer
 
 TINY_ENC_DESC: tuple[BlockSpec, ...] = (
-    CausalConvSpec(in_channels=VIDEO_CHANNELS, out_channels=16),
-    ResidualSpec(out_channels=32, downsample=(1, 2), num_groups=4),
+    CausalConvSpec(in_channels=VIDEO_CHANNELS, out_channels=8),
+    ResidualSpec(num_groups=4),
+    ResidualSpec(out_channels=16, downsample=(1, 2), num_groups=4),
     ProjOutSpec(out_channels=8, num_groups=4),
 )
 
