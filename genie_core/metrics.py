@@ -56,7 +56,7 @@ def _gaussian_window(size: int, sigma: float, channels: int, device: torch.devic
     coords = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
     g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
     g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()  # (C, 1, k, k)
+    return g.expand(channels, size).contiguous()  # (C, k): the 2-D window is separable
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, window: int = 11,
@@ -72,8 +72,11 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, window: int 
     size -= 1 - size % 2  # odd, so the window has a centre
     kernel = _gaussian_window(size, sigma, channels, a.device)
 
+    rows, cols = kernel[:, None, :, None], kernel[:, None, None, :]  # (C, 1, k, 1), (C, 1, 1, k)
+
     def blur(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, kernel, groups=channels)  # (N, C, H-k+1, W-k+1)
+        # Two 1-D passes equal the 2-D Gaussian (separable) at ~4x less work.
+        return F.conv2d(F.conv2d(x, rows, groups=channels), cols, groups=channels)  # (N, C, H-k+1, W-k+1)
 
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mu_a, mu_b = blur(a), blur(b)
