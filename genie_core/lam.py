@@ -15,7 +15,7 @@ from genie_core.checkpoint import Checkpointable
 from genie_core.config.lam import LamConfig
 from genie_core.errors import GenieError
 from genie_core.layers.st_transformer import STTransformer
-from genie_core.vq import VectorQuantizer
+from genie_core.vq import QuantizerOutput, VectorQuantizer
 
 __all__ = ["LatentActionModel", "sincos_2d"]
 
@@ -135,22 +135,37 @@ class LatentActionModel(nn.Module, Checkpointable):
         patches = self._patches(context)  # (B, T', S, P)
         x = (self.decoder_in(patches) + self._positions(context).to(patches.dtype)
              + self.action_in(actions)[:, :, None, :])  # action broadcast over space
-        out = self.decoder_out(self.decoder(x))  # (B, T', S, P)
-        if self.config.predict_residual:
-            out = out + patches
+        h = self.decoder(x)  # (B, T', S, D)
+        # The pixel head runs in fp32 even under bf16 autocast: the change it adds to x_t is
+        # often a few pixels, and bf16 rounding noise on every static pixel would swamp it.
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            out = self.decoder_out(h.float())  # (B, T', S, P)
+            if self.config.predict_residual:
+                out = out + patches.float()
         return self._unpatch(out, context.shape[-2])
 
     def decode_ids(self, context: Tensor, ids: Tensor) -> Tensor:
         """``decode`` with integer actions (B, T') instead of vectors."""
         return self.decode(context, self.vq.lookup(ids).to(context.dtype))
 
-    def forward(self, video: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, video: Tensor, quantize: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
         """Training objective on video (B, 3, T, H, W): reconstruction of frames 1..T-1 + VQ loss.
 
         aux holds the scalar terms, ``ids`` (B, T-1) and ``prediction`` (B, 3, T-1, H, W).
         The losses are the same in eval mode (only codebook bookkeeping is training-only).
+        ``quantize=False`` (the first ``continuous_steps`` of training) hands the decoder the
+        continuous latent instead of its code; ``ids`` still names the nearest codes.
         """
-        q = self.vq(self.encode(video))
+        z = self.encode(video)
+        if quantize:
+            q = self.vq(z)
+        else:
+            zero = z.new_zeros((), dtype=torch.float32)
+            ids = self.vq.nearest(z)
+            counts = torch.bincount(ids.reshape(-1), minlength=self.num_actions).float()
+            probs = counts / counts.sum()
+            perplexity = torch.exp(-(probs * torch.log(probs.clamp_min(1e-10))).sum())
+            q = QuantizerOutput(z, ids, zero, zero, zero, perplexity)
         prediction = self.decode(video[:, :, :-1], q.quantized.to(video.dtype))
         target = video[:, :, 1:]
         mse = F.mse_loss(prediction.float(), target.float())

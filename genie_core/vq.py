@@ -24,13 +24,33 @@ def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
+@torch.no_grad()
+def kmeans(x: Tensor, k: int, iters: int = 10) -> Tensor:
+    """(k, D) centres of x (N, D): k-means++ seeding, then Lloyd steps (global torch RNG).
+
+    With fewer than k distinct points some centres repeat a point; tiny noise keeps them apart.
+    """
+    x = x.float()
+    centres = x[torch.randint(x.shape[0], (1,), device=x.device)]
+    for _ in range(k - 1):
+        d2 = torch.cdist(x, centres).pow(2).min(dim=1).values  # (N,)
+        pick = torch.multinomial(d2, 1) if d2.sum() > 0 else torch.randint(x.shape[0], (1,), device=x.device)
+        centres = torch.cat((centres, x[pick]))
+    for _ in range(iters):
+        assign = torch.cdist(x, centres).argmin(dim=1)  # (N,)
+        sums = torch.zeros_like(centres).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k).float()[:, None]
+        centres = torch.where(counts > 0, sums / counts.clamp_min(1.0), centres)  # empty: stay
+    return centres + 1e-4 * x.std().clamp_min(1e-3) * torch.randn_like(centres)
+
+
 class VectorQuantizer(nn.Module):
     """Quantise (..., dim) latents onto ``num_codes`` learned vectors.
 
     Training mode also updates the running code usage and, when a code's share of assignments
     falls below ``dead_code_fraction / num_codes``, moves it onto a random latent of the batch
     (the revived code restarts with a fair share so it has time to win assignments). The
-    codebook is initialised from the first training batch's latents. Under torch.distributed
+    codebook is initialised by k-means on the first training batch's latents. Under torch.distributed
     the statistics are all-reduced and the replacement vectors come from rank 0, so every rank
     keeps the same codebook.
     """
@@ -102,12 +122,10 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _maybe_initialize(self, z: Tensor) -> None:
-        """Data-dependent init: the codebook starts as random latents of the first batch."""
+        """Data-dependent init: the codebook starts as k-means centres of the first batch."""
         if bool(self.initialized):
             return
-        flat = z.reshape(-1, self.dim)
-        picks = torch.randint(flat.shape[0], (self.num_codes,), device=z.device)
-        new = flat[picks] + 1e-3 * torch.randn_like(flat[picks])  # distinct even if picks repeat
+        new = kmeans(z.reshape(-1, self.dim), self.num_codes)
         if _distributed():
             torch.distributed.broadcast(new, 0)
         self._set_codes(torch.ones(self.num_codes, dtype=torch.bool, device=z.device), new)

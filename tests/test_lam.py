@@ -81,6 +81,27 @@ def test_overfit_one_batch_loss_falls():
     assert float(loss.detach()) < 0.5 * first
 
 
+def test_fresh_model_predicts_a_copy_exactly_even_under_bf16():
+    """Zero-initialised residual head: the first prediction of x_{t+1} is x_t, bit for bit, and
+    the pixel head stays fp32 under bf16 autocast."""
+    model = tiny_model()
+    x = video()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, aux = model(x)
+    assert aux["prediction"].dtype == torch.float32
+    assert torch.equal(aux["prediction"], x[:, :, :-1])
+
+
+def test_continuous_warmup_feeds_the_latent_and_skips_the_codebook():
+    model = tiny_model()
+    x = video()
+    loss, aux = model(x, quantize=False)
+    assert aux["vq_loss"] == 0 and aux["ids"].shape == (2, 4)
+    assert not bool(model.vq.initialized)  # no codebook bookkeeping while continuous
+    model(x)
+    assert bool(model.vq.initialized)
+
+
 # ---------------------------------------------------------------------------- causality
 
 
@@ -212,6 +233,17 @@ def test_vq_ema_moves_codes_to_their_cluster_means():
         vq(batch())
     dist = torch.cdist(vq.codebook, centres).min(dim=1).values
     assert (dist < 0.2).all(), vq.codebook
+
+
+def test_kmeans_init_finds_separated_clusters():
+    from genie_core.vq import kmeans
+
+    torch.manual_seed(0)
+    centres = torch.tensor([[5.0, 0.0], [-5.0, 0.0], [0.0, 5.0]])
+    x = centres.repeat_interleave(30, dim=0) + 0.1 * torch.randn(90, 2)
+    found = kmeans(x, 3)
+    assert torch.cdist(centres, found).min(dim=1).values.max() < 0.2
+    assert kmeans(x[:2], 4).shape == (4, 2)  # fewer points than codes still gives k centres
 
 
 # ---------------------------------------------------------------------------- windowing

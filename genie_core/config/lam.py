@@ -39,6 +39,10 @@ class LamConfig:
     commitment_weight: float = 0.05
     codebook_weight: float = 1.0
     codebook_ema: float = 0.9
+    # Training steps at the start in which the decoder gets the encoder's continuous latent (no
+    # quantisation): encoder and decoder first learn to pass the change through the bottleneck,
+    # then the VQ (k-means-initialised on that batch) discretises it. 0: quantise from step 0.
+    continuous_steps: int = 0
     normalize_codes: bool = False  # cosine-similarity VQ: l2-normalise latents and codes
     # Dead-code reset: a code whose running share of assignments falls below
     # dead_code_fraction / num_actions is moved onto a random latent from the batch.
@@ -69,6 +73,8 @@ class LamConfig:
             raise ValueError(f"dead_code_fraction must be in [0, 1), got {self.dead_code_fraction}")
         if self.commitment_weight < 0 or self.codebook_weight < 0:
             raise ValueError("commitment_weight and codebook_weight must be >= 0")
+        if self.continuous_steps < 0:
+            raise ValueError(f"continuous_steps must be >= 0, got {self.continuous_steps}")
         if self.context_frames < 2:
             raise ValueError(f"context_frames must be >= 2, got {self.context_frames}")
         if not 1 <= self.window_overlap < self.context_frames:

@@ -43,10 +43,11 @@ class LamStage(Stage):
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor],
              step: int) -> tuple[torch.Tensor, dict]:
         video = to_model(batch["frames"])  # (B, 3, T, H, W) in [-1, 1]
-        loss, aux = model(video)
+        quantize = step >= model.config.continuous_steps
+        loss, aux = model(video, quantize=quantize)
         vq = model.vq
         metrics = {k: aux[k] for k in ("recon_loss", "mse", "vq_loss", "commitment", "perplexity")}
-        metrics["codes_reset"] = float(vq.last_reset_count)
+        metrics["codes_reset"] = float(vq.last_reset_count) if quantize else 0.0
         metrics["codes_alive"] = float((vq.usage >= 0.5 / vq.num_codes).sum())
         if "actions" in batch:
             known = batch["actions"] >= 0
