@@ -9,6 +9,8 @@ Untrained weights (World.from_preset): the compute is the same as a trained worl
 time is the wall clock of ``World.step`` (dynamics sampling + decoding the new frame); a warm-up
 session per configuration is discarded. ``decode`` is the tokenizer's share, measured alone;
 ``render`` is drawing the frame as half-block text for an 80x24 terminal (interactive mode only).
+``cpu`` is the median process CPU time of a step: at 1 thread on a busy machine it estimates an
+idle core's frame time (at 2 threads it adds both threads' time).
 """
 
 from __future__ import annotations
@@ -41,16 +43,21 @@ def prompt_frame(resolution: tuple[int, int]) -> np.ndarray:
     return img.astype(np.uint8)
 
 
-def session_times(world: World, prompt: np.ndarray, frames: int, seed: int) -> list[float]:
-    """Seconds per ``World.step``: index n-1 is the step that makes session frame n (prompt = 0)."""
+def session_times(world: World, prompt: np.ndarray, frames: int, seed: int,
+                  cpu: list[float] | None = None) -> list[float]:
+    """Wall seconds per ``World.step``: index n-1 is the step that makes session frame n (prompt
+    = 0). ``cpu`` collects the process CPU seconds of each step: on a shared machine, with one
+    thread, that is close to what the step would take on an idle core."""
     world.encode_prompt(prompt, seed=seed)
     rng = np.random.default_rng(seed)
     times = []
     for _ in range(frames):
         action = int(rng.integers(0, world.num_actions))
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         world.step(action)
         times.append(time.perf_counter() - start)
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
     return times
 
 
@@ -83,13 +90,15 @@ def run_config(world: World, prompt: np.ndarray, frames: int, repeats: int, prec
     torch.set_num_threads(threads)
     world.precision = precision
     session_times(world, prompt, min(frames, 3), seed=99)  # warm-up (allocator, autocast caches)
-    sessions = [session_times(world, prompt, frames, seed=r) for r in range(repeats)]
+    cpu: list[float] = []
+    sessions = [session_times(world, prompt, frames, seed=r, cpu=cpu) for r in range(repeats)]
     at = lambda n: statistics.median(s[n - 1] for s in sessions)  # noqa: E731
     mean_s = statistics.mean(t for s in sessions for t in s[1:])  # steady state: frames 2..N
     return {"precision": precision, "threads": threads, "repeats": repeats, "frames": frames,
             "ms_frame2": 1000 * at(2), f"ms_frame{frames}": 1000 * at(frames),
             "ratio": at(frames) / at(2), "fps": 1 / mean_s, "ms_mean": 1000 * mean_s,
-            "ms_decode": decode_ms(world), "ms_render": render_ms(world)}
+            "ms_cpu_median": 1000 * statistics.median(cpu), "ms_decode": decode_ms(world),
+            "ms_render": render_ms(world)}
 
 
 def main() -> None:
@@ -138,7 +147,7 @@ def main() -> None:
                     ok = "ok" if r["ratio"] <= RATIO_LIMIT else f"ABOVE {RATIO_LIMIT}"
                     print(f"{name:8s} {precision} t{threads}: frame 2 {r['ms_frame2']:7.1f} ms, frame "
                           f"{args.frames} {r[f'ms_frame{args.frames}']:7.1f} ms (ratio {r['ratio']:.2f} {ok}), "
-                          f"mean {r['ms_mean']:7.1f} ms = {r['fps']:5.2f} fps, decode {r['ms_decode']:5.1f} ms, "
+                          f"mean {r['ms_mean']:7.1f} ms = {r['fps']:5.2f} fps (cpu {r['ms_cpu_median']:.0f} ms), decode {r['ms_decode']:5.1f} ms, "
                           f"render {r['ms_render']:4.1f} ms", flush=True)
     if args.json or not results:
         return
@@ -147,12 +156,12 @@ def main() -> None:
         rows = {(r["precision"], r["threads"]): r for r in results if r["preset"] == name}
         for threads in thread_counts:
             if ("bf16", threads) in rows and ("fp32", threads) in rows:
-                print(f"{name}: bf16 is {rows[('fp32', threads)]['ms_mean'] / rows[('bf16', threads)]['ms_mean']:.2f}x "
-                      f"faster than fp32 at {threads} thread(s)")
+                print(f"{name}: fp32 / bf16 mean frame time = "
+                      f"{rows[('fp32', threads)]['ms_mean'] / rows[('bf16', threads)]['ms_mean']:.2f} at {threads} thread(s)")
         for precision in precisions:
             if (precision, 1) in rows and (precision, 2) in rows:
-                print(f"{name}: 2 threads are {rows[(precision, 1)]['ms_mean'] / rows[(precision, 2)]['ms_mean']:.2f}x "
-                      f"the speed of 1 ({precision})")
+                print(f"{name}: 1 thread / 2 threads mean frame time = "
+                      f"{rows[(precision, 1)]['ms_mean'] / rows[(precision, 2)]['ms_mean']:.2f} ({precision})")
 
 
 if __name__ == "__main__":
