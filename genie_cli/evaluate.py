@@ -11,7 +11,7 @@ import typer
 
 from genie_cli import options as opt
 from genie_cli.common import fail, handle_errors, json_number, warn
-from genie_cli.play import WORLD_HELP, open_world, set_sampling
+from genie_cli.play import WORLD_HELP, OneThread, open_world, set_sampling
 
 
 @handle_errors
@@ -39,7 +39,7 @@ def evaluate(
     seed: opt.Seed = 0,
     device: opt.Device = "auto",
     precision: opt.Precision = "bf16",
-    threads: opt.Threads = 0,
+    threads: OneThread = 1,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object (summary and per-clip scores) instead of a table.")] = False,
 ) -> None:

@@ -16,6 +16,9 @@ from genie_cli.common import check_suffix, emit_json, fail, handle_errors, progr
 WORLD_HELP = "A world bundle (RUN/world.safetensors from `genie train --stage all`)."
 ACTION_KEYS = "1234567890"  # key i+1 picks latent action i (0 is the tenth)
 DEFAULT_FPS = 10.0  # written videos, when the prompt is an image
+OneThread = Annotated[int, typer.Option(
+    "--threads", help="CPU threads for torch (0: torch's default). One by default: on a shared "
+    "2-core machine two threads ran many times slower than one (bench/bench_play.py).", min=0)]
 
 
 @handle_errors
@@ -47,9 +50,7 @@ def play(
         min=0.1)] = None,
     device: opt.Device = "auto",
     precision: opt.Precision = "bf16",
-    threads: Annotated[int, typer.Option(
-        "--threads", help="CPU threads for torch (0: torch's default). One by default: on a "
-        "shared 2-core machine one thread beat two (bench/bench_play.py).", min=0)] = 1,
+    threads: OneThread = 1,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Scripted mode: print the result as one JSON line.")] = False,
 ) -> None:
