@@ -6,7 +6,9 @@ the seed README's tokenizer (batch 4, 16 frames of 64x64, 2**18 and 2**10 codes)
     python bench/bench_tokenizer.py --configs small --precisions bf16 --reps 2
 
 Each (config, precision) runs in its own subprocess so that peak memory (ru_maxrss) is its own;
-the bf16/fp32 ratios are between subprocesses of this one run. The perceptual loss uses a random
+the bf16/fp32 ratios are between subprocesses of this one run. Each worker first measures how
+much machine it is getting (fp32 conv3d GFLOP/s, column "probe"): absolute figures from a busy
+shared machine are only comparable at similar probe values. The perceptual loss uses a random
 VGG16 file (same compute as the real weights). The seed's figures quoted for comparison were
 measured by the issue's author with the seed's code on this machine class (not re-run here).
 """
@@ -89,6 +91,18 @@ def _timed(fn, reps: int) -> float:
     return statistics.median(times)
 
 
+def conv_probe(device) -> float:
+    """fp32 conv3d GFLOP/s right now: how much machine this worker got (shared, noisy hosts).
+    On the idle development machine: about 300 with 2 threads."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.randn(1, 64, 8, 32, 32, device=device)
+    w = torch.randn(64, 64, 3, 3, 3, device=device)
+    flops = 2 * 64 * 64 * 27 * 8 * 32 * 32
+    return flops / _timed(lambda: F.conv3d(x, w, padding=1), 3) / 1e9
+
+
 def worker(name: str, precision: str, reps: int, threads: int, device: str) -> dict:
     import torch
 
@@ -100,6 +114,7 @@ def worker(name: str, precision: str, reps: int, threads: int, device: str) -> d
     _random_vgg16(home)
     os.environ["TORCH_HOME"] = str(home)
     dev = resolve_device(device)
+    probe = conv_probe(dev)
     _, batch, frames = CONFIGS[name]
     model = build(name).to(dev)
     size = model.config.disc.inp_size if model.config.disc else (64, 64)
@@ -147,7 +162,7 @@ def worker(name: str, precision: str, reps: int, threads: int, device: str) -> d
     return {"config": name, "precision": precision, "batch": batch, "frames": frames,
             "params_M": sum(p.numel() for p in model.generator_parameters()) / 1e6,
             "encode_clips_s": batch / enc_s, "decode_clips_s": batch / dec_s, "step_s": step_s,
-            "peak_GiB": peak, "threads": threads, "device": str(dev)}
+            "peak_GiB": peak, "threads": threads, "device": str(dev), "fp32_conv_gflops": probe}
 
 
 def main() -> None:
@@ -179,10 +194,13 @@ def main() -> None:
             if args.json:
                 print(json.dumps(res))
     print(f"\n{'config':<11} {'prec':<5} {'batch':>5} {'params':>7} {'enc clips/s':>12} {'dec clips/s':>12} "
-          f"{'step s':>8} {'peak GiB':>9}")
+          f"{'step s':>8} {'peak GiB':>9} {'probe':>6}")
     for (name, precision), r in results.items():
         print(f"{name:<11} {precision:<5} {r['batch']:>3}x{r['frames']:<2}{r['params_M']:>6.1f}M "
-              f"{r['encode_clips_s']:>12.2f} {r['decode_clips_s']:>12.2f} {r['step_s']:>8.2f} {r['peak_GiB']:>9.2f}")
+              f"{r['encode_clips_s']:>12.2f} {r['decode_clips_s']:>12.2f} {r['step_s']:>8.2f} {r['peak_GiB']:>9.2f}"
+              f" {r['fp32_conv_gflops']:>6.0f}")
+    print("(probe: fp32 conv3d GFLOP/s measured in each worker before its timings; ~300 on the idle "
+          "2-core development machine with 2 threads: lower means a busy machine)")
     print("\nbf16 / fp32 (same run):")
     for name in args.configs.split(","):
         a, b = results.get((name, "fp32")), results.get((name, "bf16"))
