@@ -9,8 +9,8 @@ Untrained weights (World.from_preset): the compute is the same as a trained worl
 time is the wall clock of ``World.step`` (dynamics sampling + decoding the new frame); a warm-up
 session per configuration is discarded. ``decode`` is the tokenizer's share, measured alone;
 ``render`` is drawing the frame as half-block text for an 80x24 terminal (interactive mode only).
-``cpu`` is the median process CPU time of a step: at 1 thread on a busy machine it estimates an
-idle core's frame time (at 2 threads it adds both threads' time).
+``cpu`` figures are process CPU time: at 1 thread on a busy machine they estimate an idle core's
+frame time (at 2 threads they add both threads' time, spin-waiting included).
 """
 
 from __future__ import annotations
@@ -43,22 +43,20 @@ def prompt_frame(resolution: tuple[int, int]) -> np.ndarray:
     return img.astype(np.uint8)
 
 
-def session_times(world: World, prompt: np.ndarray, frames: int, seed: int,
-                  cpu: list[float] | None = None) -> list[float]:
-    """Wall seconds per ``World.step``: index n-1 is the step that makes session frame n (prompt
-    = 0). ``cpu`` collects the process CPU seconds of each step: on a shared machine, with one
-    thread, that is close to what the step would take on an idle core."""
+def session_times(world: World, prompt: np.ndarray, frames: int, seed: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds per ``World.step``; index n-1 is the step that makes session frame n
+    (prompt = 0). On a shared machine, with one thread, a step's process CPU time is close to
+    what it would take on an idle core, and far less noisy than its wall time."""
     world.encode_prompt(prompt, seed=seed)
     rng = np.random.default_rng(seed)
-    times = []
+    wall, cpu = [], []
     for _ in range(frames):
         action = int(rng.integers(0, world.num_actions))
         start, start_cpu = time.perf_counter(), time.process_time()
         world.step(action)
-        times.append(time.perf_counter() - start)
-        if cpu is not None:
-            cpu.append(time.process_time() - start_cpu)
-    return times
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def decode_ms(world: World, reps: int = 5) -> float:
@@ -90,15 +88,16 @@ def run_config(world: World, prompt: np.ndarray, frames: int, repeats: int, prec
     torch.set_num_threads(threads)
     world.precision = precision
     session_times(world, prompt, min(frames, 3), seed=99)  # warm-up (allocator, autocast caches)
-    cpu: list[float] = []
-    sessions = [session_times(world, prompt, frames, seed=r, cpu=cpu) for r in range(repeats)]
-    at = lambda n: statistics.median(s[n - 1] for s in sessions)  # noqa: E731
-    mean_s = statistics.mean(t for s in sessions for t in s[1:])  # steady state: frames 2..N
+    runs = [session_times(world, prompt, frames, seed=r) for r in range(repeats)]
+    wall, cpu = [w for w, _ in runs], [c for _, c in runs]
+    at = lambda sessions, n: statistics.median(s[n - 1] for s in sessions)  # noqa: E731
+    steady = lambda sessions: statistics.mean(t for s in sessions for t in s[1:])  # noqa: E731 frames 2..N
     return {"precision": precision, "threads": threads, "repeats": repeats, "frames": frames,
-            "ms_frame2": 1000 * at(2), f"ms_frame{frames}": 1000 * at(frames),
-            "ratio": at(frames) / at(2), "fps": 1 / mean_s, "ms_mean": 1000 * mean_s,
-            "ms_cpu_median": 1000 * statistics.median(cpu), "ms_decode": decode_ms(world),
-            "ms_render": render_ms(world)}
+            "ms_frame2": 1000 * at(wall, 2), f"ms_frame{frames}": 1000 * at(wall, frames),
+            "ratio": at(wall, frames) / at(wall, 2), "fps": 1 / steady(wall), "ms_mean": 1000 * steady(wall),
+            "cpu_ms_frame2": 1000 * at(cpu, 2), f"cpu_ms_frame{frames}": 1000 * at(cpu, frames),
+            "cpu_ratio": at(cpu, frames) / at(cpu, 2), "cpu_ms_mean": 1000 * steady(cpu),
+            "cpu_fps": 1 / steady(cpu), "ms_decode": decode_ms(world), "ms_render": render_ms(world)}
 
 
 def main() -> None:
@@ -144,11 +143,14 @@ def main() -> None:
                 if args.json:
                     print(json.dumps(r), flush=True)
                 else:
-                    ok = "ok" if r["ratio"] <= RATIO_LIMIT else f"ABOVE {RATIO_LIMIT}"
-                    print(f"{name:8s} {precision} t{threads}: frame 2 {r['ms_frame2']:7.1f} ms, frame "
-                          f"{args.frames} {r[f'ms_frame{args.frames}']:7.1f} ms (ratio {r['ratio']:.2f} {ok}), "
-                          f"mean {r['ms_mean']:7.1f} ms = {r['fps']:5.2f} fps (cpu {r['ms_cpu_median']:.0f} ms), decode {r['ms_decode']:5.1f} ms, "
-                          f"render {r['ms_render']:4.1f} ms", flush=True)
+                    n = args.frames
+                    ok = lambda x: "ok" if x <= RATIO_LIMIT else f"ABOVE {RATIO_LIMIT}"  # noqa: E731
+                    print(f"{name:8s} {precision} t{threads}: wall: frame 2 {r['ms_frame2']:7.1f} ms, frame {n} "
+                          f"{r[f'ms_frame{n}']:7.1f} ms (ratio {r['ratio']:.2f} {ok(r['ratio'])}), mean "
+                          f"{r['ms_mean']:7.1f} ms = {r['fps']:5.2f} fps | cpu: frame 2 {r['cpu_ms_frame2']:7.1f} "
+                          f"ms, frame {n} {r[f'cpu_ms_frame{n}']:7.1f} ms (ratio {r['cpu_ratio']:.2f} "
+                          f"{ok(r['cpu_ratio'])}), mean {r['cpu_ms_mean']:7.1f} ms = {r['cpu_fps']:5.2f} fps | "
+                          f"decode {r['ms_decode']:5.1f} ms, render {r['ms_render']:4.1f} ms", flush=True)
     if args.json or not results:
         return
     print("\n# ratios in this run (same preset, same frame count)")
@@ -156,8 +158,9 @@ def main() -> None:
         rows = {(r["precision"], r["threads"]): r for r in results if r["preset"] == name}
         for threads in thread_counts:
             if ("bf16", threads) in rows and ("fp32", threads) in rows:
-                print(f"{name}: fp32 / bf16 mean frame time = "
-                      f"{rows[('fp32', threads)]['ms_mean'] / rows[('bf16', threads)]['ms_mean']:.2f} at {threads} thread(s)")
+                f32, b16 = rows[("fp32", threads)], rows[("bf16", threads)]
+                print(f"{name}: fp32 / bf16 mean frame time = {f32['ms_mean'] / b16['ms_mean']:.2f} wall, "
+                      f"{f32['cpu_ms_mean'] / b16['cpu_ms_mean']:.2f} cpu, at {threads} thread(s)")
         for precision in precisions:
             if (precision, 1) in rows and (precision, 2) in rows:
                 print(f"{name}: 1 thread / 2 threads mean frame time = "
