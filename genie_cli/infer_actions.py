@@ -178,5 +178,6 @@ def _print_report(report: Any) -> None:
     console = Console()
     console.print(table)
     console.print(f"NMI {report.nmi:.3f}   mapping accuracy {report.mapping_accuracy:.3f}   "
-                  f"chance (majority) {report.majority_accuracy:.3f}   "
-                  f"codebook usage {report.codebook_usage:.0%}", highlight=False)
+                  f"chance (majority) {report.majority_accuracy:.3f}", highlight=False)
+    console.print(f"codebook usage {report.codebook_usage:.0%} of {report.num_actions} latent "
+                  "actions; 'means' maps each latent to its most frequent true action", highlight=False)

@@ -36,6 +36,28 @@ def sincos_2d(h: int, w: int, dim: int, device: torch.device | None = None) -> T
     return F.pad(emb, (0, dim - emb.shape[1]))
 
 
+class ConvStem(nn.Module):
+    """Patch embedding by a strided CNN: (N, C, H, W) -> (N, H/p * W/p, dim) tokens, p a power of 2.
+
+    A 3x3 conv at full resolution, then log2(p) stride-2 4x4 convs doubling the width (capped at
+    dim), then a 1x1 projection; each frame is processed on its own, so time stays causal.
+    """
+
+    def __init__(self, in_channels: int, dim: int, patch: int, width: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1), nn.GELU()]
+        channels = width
+        for i in range(patch.bit_length() - 1):  # log2(patch) halvings
+            out = min(width * 2 ** (i + 1), dim)
+            layers += [nn.Conv2d(channels, out, 4, stride=2, padding=1), nn.GELU()]
+            channels = out
+        layers.append(nn.Conv2d(channels, dim, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rearrange(self.net(x), "n d h w -> n (h w) d")
+
+
 class LatentActionModel(nn.Module, Checkpointable):
     """Encoder (frames -> one continuous latent per transition) -> VQ -> decoder (past frames +
     quantised actions -> next frames).
@@ -57,7 +79,11 @@ class LatentActionModel(nn.Module, Checkpointable):
         p, dim = cfg.patch_size, cfg.model_dim
         patch_dim = 3 * p * p
         # Encoder: patches of x_t (and of x_t - x_{t-1}) -> ST-transformer -> pooled -> action latent.
-        self.encoder_in = nn.Linear(patch_dim * (2 if cfg.frame_diff else 1), dim)
+        in_frames = 2 if cfg.frame_diff else 1
+        if cfg.stem == "conv":
+            self.encoder_in: nn.Module = ConvStem(3 * in_frames, dim, p, cfg.stem_channels)
+        else:
+            self.encoder_in = nn.Linear(patch_dim * in_frames, dim)
         self.encoder = STTransformer(dim, cfg.encoder_depth, cfg.heads, qk_norm=cfg.qk_norm)
         if cfg.pooling == "token":
             self.action_token = nn.Parameter(torch.randn(dim) * 0.02)
@@ -114,11 +140,19 @@ class LatentActionModel(nn.Module, Checkpointable):
         its patches): causal temporal attention means it depends on frames <= t+1 only.
         """
         self._check(video, 2)
-        patches = self._patches(video)  # (B, T, S, P)
+        frames = video
         if self.config.frame_diff:
-            previous = torch.cat((patches[:, :1], patches[:, :-1]), dim=1)  # x_{t-1}; x_0 for t=0
-            patches = torch.cat((patches, patches - previous), dim=-1)  # (B, T, S, 2P)
-        x = self.encoder_in(patches) + self._positions(video).to(patches.dtype)
+            previous = torch.cat((video[:, :, :1], video[:, :, :-1]), dim=2)  # x_{t-1}; x_0 for t=0
+            frames = torch.cat((video, video - previous), dim=1)  # (B, 6, T, H, W)
+        if self.config.stem == "conv":
+            B = video.shape[0]
+            x = self.encoder_in(rearrange(frames, "b c t h w -> (b t) c h w"))  # (B*T, S, D)
+            x = rearrange(x, "(b t) s d -> b t s d", b=B)
+        else:
+            p = self.config.patch_size
+            patches = rearrange(frames, "b c t (h p1) (w p2) -> b t (h w) (p1 p2 c)", p1=p, p2=p)
+            x = self.encoder_in(patches)  # (B, T, S, D)
+        x = x + self._positions(video).to(x.dtype)
         if self.config.pooling == "token":
             B, T = x.shape[:2]
             token = self.action_token.to(x.dtype).expand(B, T, 1, -1)

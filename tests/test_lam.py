@@ -105,8 +105,9 @@ def test_continuous_warmup_feeds_the_latent_and_skips_the_codebook():
 # ---------------------------------------------------------------------------- causality
 
 
-def test_encoder_is_causal_action_t_sees_frames_up_to_t_plus_1():
-    model = tiny_model().eval()
+@pytest.mark.parametrize("stem,pooling", [("linear", "token"), ("conv", "mean")])
+def test_encoder_is_causal_action_t_sees_frames_up_to_t_plus_1(stem, pooling):
+    model = tiny_model(stem=stem, pooling=pooling).eval()
     x = video(b=1, t=6)
     base = model.encode(x)
     for k in range(1, 6):

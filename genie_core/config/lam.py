@@ -25,6 +25,11 @@ class LamConfig:
     # Encoder input per frame: its patches plus the patches of x_t - x_{t-1} (a causal function of
     # frames <= t, so the encoder still sees only frames <= t+1; it makes motion easy to see).
     frame_diff: bool = True
+    # Encoder patch embedding: "linear" (ViT: one matrix per patch) or "conv" (a small strided
+    # CNN over each frame and its difference to the previous one, stem_channels wide at first;
+    # local motion, a product of temporal and spatial differences, is hard for one linear map).
+    stem: Literal["linear", "conv"] = "linear"
+    stem_channels: int = 32
     # How the encoder names a transition: "token" reads a learned per-frame action token that
     # attends to the frame's patches (it can focus on what moved); "mean" averages the patches.
     pooling: Literal["token", "mean"] = "token"
@@ -63,6 +68,10 @@ class LamConfig:
                 side % self.patch_size for side in self.resolution)):
             raise ValueError(f"resolution {list(self.resolution)} must be positive multiples of "
                              f"patch_size ({self.patch_size})")
+        if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
+            raise ValueError(f"stem 'conv' needs a power-of-two patch_size, got {self.patch_size}")
+        if self.stem_channels < 1:
+            raise ValueError(f"stem_channels must be >= 1, got {self.stem_channels}")
         if self.model_dim % self.heads:
             raise ValueError(f"model_dim ({self.model_dim}) must be divisible by heads ({self.heads})")
         if not 0.0 <= self.codebook_ema < 1.0:
