@@ -39,16 +39,17 @@ def sincos_2d(h: int, w: int, dim: int, device: torch.device | None = None) -> T
 class ConvStem(nn.Module):
     """Patch embedding by a strided CNN: (N, C, H, W) -> (N, H/p * W/p, dim) tokens, p a power of 2.
 
-    A 3x3 conv at full resolution, then log2(p) stride-2 4x4 convs doubling the width (capped at
-    dim), then a 1x1 projection; each frame is processed on its own, so time stays causal.
+    log2(p) stride-2 4x4 convs, the first ``width`` channels wide, each next one twice as wide
+    (capped at dim), then a 1x1 projection. Nothing runs at full resolution, which keeps it cheap
+    on a CPU. Each frame is processed on its own, so time stays causal.
     """
 
     def __init__(self, in_channels: int, dim: int, patch: int, width: int) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1), nn.GELU()]
-        channels = width
+        layers: list[nn.Module] = []
+        channels = in_channels
         for i in range(patch.bit_length() - 1):  # log2(patch) halvings
-            out = min(width * 2 ** (i + 1), dim)
+            out = min(width * 2 ** i, dim)
             layers += [nn.Conv2d(channels, out, 4, stride=2, padding=1), nn.GELU()]
             channels = out
         layers.append(nn.Conv2d(channels, dim, 1))

@@ -29,7 +29,7 @@ class LamConfig:
     # CNN over each frame and its difference to the previous one, stem_channels wide at first;
     # local motion, a product of temporal and spatial differences, is hard for one linear map).
     stem: Literal["linear", "conv"] = "linear"
-    stem_channels: int = 32
+    stem_channels: int = 16
     # How the encoder names a transition: "token" reads a learned per-frame action token that
     # attends to the frame's patches (it can focus on what moved); "mean" averages the patches.
     pooling: Literal["token", "mean"] = "token"
