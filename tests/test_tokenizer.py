@@ -382,7 +382,8 @@ def test_mirrored_decoder_structure():
                                      "adaptive_group_norm", "residual", "proj_out"]
     assert dec[0].in_channels == enc[-1].out_channels and dec[-1].out_channels == 3
     # patchifying strided conv first: the mirror ends in a depth-to-space upsample to RGB
-    enc, dec = load_preset("small").tokenizer.architecture()
+    small = load_preset("small").tokenizer  # its encoder, mirrored (the preset names its decoder)
+    enc, dec = dataclasses.replace(small, dec_desc=None).architecture()
     names = [b.name for b in dec]
     assert names[0] == "causal" and names[-1] == "spacetime_upsample" and dec[-1].out_channels == 3
     assert names.count("spacetime_upsample") == 2 and names.count("adaptive_group_norm") == 1
