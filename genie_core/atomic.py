@@ -20,6 +20,10 @@ class AtomicWrite:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f"{self.path.suffix}.tmp",
                                    dir=self.path.parent)
         os.close(fd)
+        # mkstemp creates 0600; give the final file the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         self.tmp = Path(tmp)
         return self.tmp
 
