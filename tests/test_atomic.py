@@ -1,0 +1,38 @@
+"""Atomic writes: the target appears only on success, keeps the old file on failure, and gets the
+permissions a plain open() would give (not mkstemp's 0600)."""
+
+import os
+
+import pytest
+
+from genie_core.atomic import atomic_path
+
+
+def test_success_replaces_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_text("old")
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_failure_keeps_previous_file(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash while writing")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_permissions_follow_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "f.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
