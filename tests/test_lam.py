@@ -4,6 +4,7 @@ around the bottleneck, straight-through gradients, dead-code reset, action/frame
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -404,3 +405,46 @@ def test_lam_resolution_must_match_data():
     cfg = load_preset("tiny", ["lam.resolution=[32, 32]"])
     with pytest.raises(ConfigError, match="data.resolution"):
         lam_config_for_data(cfg)
+
+
+def _lam_ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+    import os
+
+    from safetensors.torch import save_file
+
+    from genie_core import train as train_mod
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    original = train_mod.run_loop
+
+    def run_loop(run, stop_at=None):  # keep each rank's final weights and VQ buffers
+        result = original(run, stop_at)
+        save_file({k: v.contiguous() for k, v in run.model.state_dict().items()},
+                  str(Path(out).parent / f"rank{rank}.safetensors"))
+        return result
+
+    train_mod.run_loop = run_loop
+    cfg = load_preset("tiny", ["train.lam.steps=4", "train.lam.eval_every=4", "lam.continuous_steps=1",
+                               "lam.dead_code_fraction=0.9"])  # resets on most steps
+    train_mod.train(cfg, data, out, stage="lam", device="cpu")
+
+
+@pytest.mark.slow
+def test_ddp_ranks_keep_the_same_codebook(tmp_path):
+    """Codebook init (k-means), EMA updates and dead-code resets are synchronised across ranks."""
+    import socket
+
+    import torch.multiprocessing as mp
+    from safetensors.torch import load_file
+
+    data = write_action_clips(tmp_path / "data", count=8)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_lam_ddp_worker, args=(2, port, str(data), str(tmp_path / "run")), nprocs=2)
+    w0, w1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    assert bool(w0["vq.initialized"])
+    for key in w0:
+        assert torch.equal(w0[key], w1[key]), key
