@@ -176,6 +176,9 @@ def _print_report(report: Any) -> None:
         cells = [f"[bold]{c}[/bold]" if n and j == int(row.argmax()) else str(c) for j, c in enumerate(row)]
         table.add_row(str(latent), *cells, f"{n / total:.1%}", means)
     console = Console()
+    if not console.is_terminal:  # piped: no terminal width to respect, so never squeeze columns
+        console = Console(width=max(80, 30 + 8 * len(report.true_names)
+                                    + sum(len(n) for n in report.true_names)))
     console.print(table)
     console.print(f"NMI {report.nmi:.3f}   mapping accuracy {report.mapping_accuracy:.3f}   "
                   f"chance (majority) {report.majority_accuracy:.3f}", highlight=False)
