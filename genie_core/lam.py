@@ -74,8 +74,6 @@ class LatentActionModel(nn.Module, Checkpointable):
 
     def __init__(self, cfg: LamConfig) -> None:
         super().__init__()
-        if cfg.model_dim % 4:
-            raise GenieError(f"lam.model_dim must be a multiple of 4 (2D positions), got {cfg.model_dim}")
         self.config = cfg
         p, dim = cfg.patch_size, cfg.model_dim
         patch_dim = 3 * p * p
@@ -258,12 +256,9 @@ class LatentActionModel(nn.Module, Checkpointable):
                 run(buffer[:, :, :window])
                 buffer = buffer[:, :, window - overlap:]
                 start += window - overlap
-        if buffer is None or start + buffer.shape[2] < 2:
-            raise GenieError(f"need at least 2 frames to infer actions, got {start + (0 if buffer is None else buffer.shape[2])}")
+        total = start + (0 if buffer is None else buffer.shape[2])
+        if buffer is None or total < 2:
+            raise GenieError(f"need at least 2 frames to infer actions, got {total}")
         if start + buffer.shape[2] - 2 >= claimed:  # unassigned transitions remain
             run(buffer)
         return torch.cat(out, dim=1)
-
-    def describe(self) -> dict[str, Any]:
-        return {"parameters": sum(p.numel() for p in self.parameters()),
-                "num_actions": self.config.num_actions}

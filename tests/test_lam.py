@@ -103,6 +103,18 @@ def test_continuous_warmup_feeds_the_latent_and_skips_the_codebook():
     assert bool(model.vq.initialized)
 
 
+@pytest.mark.parametrize("override,fragment", [
+    ("lam.heads=3", "heads"), ("lam.num_actions=1", "num_actions"),
+    ("lam.window_overlap=4", "window_overlap"), ("lam.resolution=[18, 16]", "patch_size"),
+    ("lam.stem=conv", "power-of-two"), ("lam.codebook_ema=1.0", "codebook_ema")])
+def test_bad_lam_configs_are_config_errors(override, fragment):
+    from genie_core.errors import ConfigError
+
+    extra = ["lam.patch_size=6"] if "stem" in override else []
+    with pytest.raises(ConfigError, match=fragment):
+        load_preset("tiny", extra + [override])
+
+
 # ---------------------------------------------------------------------------- causality
 
 

@@ -72,8 +72,11 @@ class LamConfig:
             raise ValueError(f"stem 'conv' needs a power-of-two patch_size, got {self.patch_size}")
         if self.stem_channels < 1:
             raise ValueError(f"stem_channels must be >= 1, got {self.stem_channels}")
-        if self.model_dim % self.heads:
-            raise ValueError(f"model_dim ({self.model_dim}) must be divisible by heads ({self.heads})")
+        if self.model_dim % self.heads or (self.model_dim // self.heads) % 2:
+            raise ValueError(f"model_dim ({self.model_dim}) must be divisible by heads ({self.heads}) "
+                             "into an even head size (rotary positions)")
+        if self.model_dim % 4:
+            raise ValueError(f"model_dim must be a multiple of 4 (2D sine positions), got {self.model_dim}")
         if not 0.0 <= self.codebook_ema < 1.0:
             raise ValueError(f"codebook_ema must be in [0, 1), got {self.codebook_ema}")
         if not 0.0 <= self.usage_decay < 1.0:
