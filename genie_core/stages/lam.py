@@ -49,10 +49,7 @@ class LamStage(Stage):
         metrics = {k: aux[k] for k in ("recon_loss", "mse", "vq_loss", "commitment", "perplexity")}
         metrics["codes_reset"] = float(vq.last_reset_count) if quantize else 0.0
         metrics["codes_alive"] = float((vq.usage >= 0.5 / vq.num_codes).sum())
-        if "actions" in batch:
-            known = batch["actions"] >= 0
-            if known.any():
-                metrics["train_nmi"] = nmi(aux["ids"][known], batch["actions"][known])
+        # No NMI here: on one small batch it is biased far upwards; validation scores the truth.
         return loss, metrics
 
     def evaluate(self, model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
