@@ -1,55 +1,52 @@
 #!/usr/bin/env bash
-# Quick start, end to end on a built-in example (no download): write synthetic clips, train a
-# small tokenizer on them, tokenize a clip, reconstruct it with PSNR / SSIM and a side-by-side
-# picture. Usage: bash examples/quickstart.sh [OUT]   (default OUT: out/quickstart)
-# GENIE_PRESET (default tiny) and GENIE_STEPS (default 300) pick the model and training length.
+# Quick start, the main job end to end on a built-in example (no download), Genie §2-3: write
+# synthetic clips of a sprite moved by known actions, train a world (tokenizer, latent action
+# model, dynamics) with `genie train --stage all`, then tokenize / reconstruct a clip, infer the
+# latent actions and compare them with the truth, play a scripted rollout and measure ΔtPSNR.
+# Usage: bash examples/quickstart.sh [OUT]   (default OUT: out/quickstart)
+# GENIE_PRESET (default quickstart), GENIE_STEPS (steps per stage, default: the preset's) and
+# GENIE_THREADS (default: torch's) change the model, the training length and the CPU threads.
 set -euo pipefail
 
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="${1:-out/quickstart}"
-preset="${GENIE_PRESET:-tiny}"
-steps="${GENIE_STEPS:-300}"
+preset="${GENIE_PRESET:-quickstart}"
+steps=(${GENIE_STEPS:+--steps "$GENIE_STEPS"})
+threads=(${GENIE_THREADS:+--threads "$GENIE_THREADS"})
 mkdir -p "$out"
+start=$SECONDS
 
-echo "== 1/4 synthetic example clips: $out/clips/" >&2
-python - "$out/clips" <<'PY'
-"""Balls bouncing over gradients: 8 clips of 32 frames, 64x64, 12 fps (sharp edges, real motion)."""
-import sys
-from pathlib import Path
+echo "== 1/7 example clips: $out/clips/ (training), $out/heldout/ (never trained on)" >&2
+# A sprite on a torus moved LEFT/RIGHT/UP/DOWN/NOOP at random; each clip.gif has a clip.json
+# sidecar {"actions": [...]} (actions[t] takes frame t to t+1): the truth the LAM never sees.
+python "$here/sprite_clips.py" "$out/clips" --clips 48 --seed 0 --prompt "$out/prompt.png"
+python "$here/sprite_clips.py" "$out/heldout" --clips 8 --seed 1
 
-import numpy as np
+echo "== 2/7 genie train --stage all: tokenizer, LAM, dynamics -> $out/run/world.safetensors" >&2
+genie train --preset "$preset" --data "$out/clips" --out "$out/run" --stage all \
+    "${steps[@]}" "${threads[@]}"
+world="$out/run/world.safetensors"
 
-from genie_core.video import write_video
+echo "== 3/7 genie tokenize -> $out/tokens.npz; genie reconstruct -> $out/rec.mp4, $out/compare.png" >&2
+genie tokenize "$out/heldout/sprite_000.gif" -o "$out/tokens.npz" --checkpoint "$world"
+genie reconstruct "$out/heldout/sprite_000.gif" -o "$out/rec.mp4" --compare "$out/compare.png" \
+    --checkpoint "$world"
 
-T, H, W, R = 32, 64, 64, 7
-yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
-for k in range(8):
-    rng = np.random.default_rng(k)
-    tint = rng.uniform(30, 120, size=3)
-    background = np.stack([tint[0] + 100 * xx / W, tint[1] + 100 * yy / H,
-                           np.full_like(xx, tint[2])], axis=-1)
-    colour = rng.integers(150, 256, size=3)
-    y, x = rng.uniform(R, H - R), rng.uniform(R, W - R)
-    vy, vx = rng.uniform(1.5, 3.0) * rng.choice([-1, 1], size=2)
-    frames = np.empty((T, H, W, 3), np.uint8)
-    for t in range(T):
-        ball = (yy - y) ** 2 + (xx - x) ** 2 <= R * R  # (H, W)
-        frames[t] = np.where(ball[..., None], colour, background).astype(np.uint8)
-        y, x = y + vy, x + vx
-        if not R <= y <= H - R:
-            vy = -vy
-        if not R <= x <= W - R:
-            vx = -vx
-    write_video(Path(sys.argv[1]) / f"ball_{k}.mp4", frames, fps=12)
-PY
+echo "== 4/7 genie infer-actions on held-out clips, against the sidecars' true actions" >&2
+genie infer-actions "$out/heldout" --world "$world" -o "$out/actions" --against-truth
 
-echo "== 2/4 genie train: a '$preset' tokenizer, $steps steps -> $out/run/tokenizer/" >&2
-genie train --preset "$preset" --data "$out/clips" --out "$out/run" --stage tokenizer \
-    --steps "$steps" --threads 1
-ckpt="$out/run/tokenizer/last.safetensors"
+echo "== 5/7 genie play (scripted): each latent action 3 times -> $out/rollout.gif" >&2
+n=$(python -c "import json, sys; from genie_core.checkpoint import read_metadata as r
+print(json.loads(r(sys.argv[1])['config'])['lam']['num_actions'])" "$world")
+actions=$(python -c "print(','.join(str(a) for a in range($n) for _ in range(3)))")
+genie play --world "$world" --prompt "$out/prompt.png" --actions "$actions" -o "$out/rollout.gif" --fps 4
 
-echo "== 3/4 genie tokenize -> $out/tokens.npz" >&2
-genie tokenize "$out/clips/ball_0.mp4" -o "$out/tokens.npz" --checkpoint "$ckpt"
+echo "== 6/7 rollouts under each latent action side by side -> $out/rollouts.png" >&2
+python "$here/rollout_grid.py" --world "$world" --prompt "$out/heldout/sprite_001.gif" \
+    -o "$out/rollouts.png" --steps-ahead 6 --scale 2
 
-echo "== 4/4 genie reconstruct -> $out/rec.mp4, $out/compare.png" >&2
-genie reconstruct "$out/clips/ball_0.mp4" -o "$out/rec.mp4" --compare "$out/compare.png" \
-    --checkpoint "$ckpt"
+echo "== 7/7 genie evaluate: ΔtPSNR at t=4 on held-out clips" >&2
+genie evaluate "$out/heldout" --world "$world" --clips 16 "${threads[@]}"
+
+echo "done in $((SECONDS - start)) s; play it yourself in a terminal:" >&2
+echo "  genie play --world $world --prompt $out/prompt.png" >&2
