@@ -38,10 +38,11 @@ class LamConfig:
     recon_loss: Literal["mse", "l1", "mse+l1"] = "mse"
     # VQ: EMA codebook updates when codebook_ema > 0 (Razavi et al. 2019), else codebook +
     # commitment losses (van den Oord 2017; then codebook_weight applies). With only a few codes
-    # the encoder's latents start nearly identical, all on one code, and a strong commitment
-    # term pulls them together faster than the decoder's gradient can separate them; EMA codes
-    # follow the latents closely, so a weak commitment suffices.
-    commitment_weight: float = 0.05
+    # the encoder's latents start nearly identical, all on one code, and a commitment term pulls
+    # them together faster than the decoder's gradient can separate them (on Breakout, 0.05
+    # collapsed whole runs onto one or three codes); EMA codes follow the latents anyway, so by
+    # default there is none.
+    commitment_weight: float = 0.0
     codebook_weight: float = 1.0
     codebook_ema: float = 0.9
     # Training steps at the start in which the decoder gets the encoder's continuous latent (no
