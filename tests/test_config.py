@@ -136,3 +136,10 @@ def test_presets_not_mutated_by_building_models():
         first.tokenizer.d_codebook = 3  # type: ignore[misc]
     assert load_preset("tiny") == first
     assert preset_path("tiny").read_text() == text
+
+
+def test_overrides_are_validated_together_not_in_order():
+    # lam's window_overlap must be < context_frames: setting both works in either order.
+    a = load_preset("small", ["lam.context_frames=8", "lam.window_overlap=4"])
+    b = load_preset("small", ["lam.window_overlap=4", "lam.context_frames=8"])
+    assert a == b and a.lam.context_frames == 8 and a.lam.window_overlap == 4

@@ -148,15 +148,21 @@ def load_preset(name: str, overrides: Iterable[str] = ()) -> GenieConfig:
     """
     raw, source = _raw_preset(name)
     raw.setdefault("name", Path(name).stem)
-    for keys, value in parse_overrides(overrides):
-        item = f"{'.'.join(keys)}={value!r}"
-        _apply_override(raw, keys, value, item)
-        # Check each override on its own so the error names it, not the preset file.
-        try:
-            from_dict(GenieConfig, raw, source=source)
-        except ConfigError as err:
-            raise ConfigError(f"--set {'.'.join(keys)}: {str(err).split(': ', 1)[-1]}") from None
-    return from_dict(GenieConfig, raw, source=source)
+    parsed = parse_overrides(overrides)
+    for keys, value in parsed:
+        _apply_override(raw, keys, value, f"{'.'.join(keys)}={value!r}")
+    # Validate once, after every override: cross-field checks must not depend on --set order.
+    try:
+        return from_dict(GenieConfig, raw, source=source)
+    except ConfigError as err:
+        detail = str(err).split(": ", 1)[-1]
+        # Name the override when the error is about one (longest key path first).
+        for keys, _ in sorted(parsed, key=lambda kv: -len(kv[0])):
+            dotted = ".".join(keys)
+            section = ".".join(keys[:-1])
+            if f"'{dotted}" in detail or (section and f"'{section}'" in detail):
+                raise ConfigError(f"--set {dotted}: {detail}") from None
+        raise
 
 
 def config_to_json(cfg: Any) -> str:
