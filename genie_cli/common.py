@@ -196,6 +196,14 @@ def skipped_line(path: Path, message: str) -> str:
     return f"skipped {message}" if message.startswith(str(path)) else f"skipped {path}: {message}"
 
 
+def report_skipped(bar: "Progress", src: Path, dst: Path | None, message: str, json_out: bool) -> None:
+    """Folder/stdin mode: name a skipped file on stderr (and as a JSON error line with --json)."""
+    bar.err(skipped_line(src, message))
+    if json_out:
+        bar.out(json.dumps({"input": str(src), "output": str(dst) if dst else None,
+                            "status": "error", "error": message}))
+
+
 def open_tokenizer(checkpoint: Path | None, preset: str | None, overrides: list[str] | None,
                    device: str, precision: str, threads: int, window: int | None,
                    size: tuple[int, int] | None) -> Any:

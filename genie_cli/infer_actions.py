@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from genie_cli import options as opt
-from genie_cli.common import (EXIT_SKIPPED, Progress, check_suffix, expand_inputs, fail,
+from genie_cli.common import (report_skipped, EXIT_SKIPPED, Progress, check_suffix, expand_inputs, fail,
                               handle_errors, parse_size, progress, skipped_line, warn)
 
 
@@ -92,7 +92,7 @@ def infer_actions(
     with progress(len(inputs.jobs), "infer-actions") as bar:
         for path in inputs.missing:
             skipped += 1
-            _report_error(bar, path, None, "not a file", json_out)
+            report_skipped(bar, path, None, "not a file", json_out)
         for job in inputs.jobs:
             start = time.perf_counter()
             try:
@@ -104,7 +104,7 @@ def infer_actions(
                 if not inputs.batch:
                     raise
                 skipped += 1
-                _report_error(bar, job.src, job.dst if output else None, str(err).splitlines()[0], json_out)
+                report_skipped(bar, job.src, job.dst if output else None, str(err).splitlines()[0], json_out)
             else:
                 _report_ok(bar, job.src, job.dst if output else None, actions, meta,
                            time.perf_counter() - start, json_out)
@@ -144,13 +144,6 @@ def _report_ok(bar: Progress, src: Path, dst: Path | None, actions: Any, meta: d
     shown = " ".join(str(int(a)) for a in actions[:24]) + (" ..." if len(actions) > 24 else "")
     where = f" -> {dst}" if dst else ""
     bar.out(f"{src}{where}: {len(actions)} actions from {meta['num_frames']} frames: {shown}")
-
-
-def _report_error(bar: Progress, src: Path, dst: Path | None, message: str, json_out: bool) -> None:
-    bar.err(skipped_line(src, message))
-    if json_out:
-        bar.out(json.dumps({"input": str(src), "output": str(dst) if dst else None,
-                            "status": "error", "error": message}))
 
 
 def _print_report(report: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from genie_cli import options as opt
-from genie_cli.common import (EXIT_SKIPPED, Progress, check_suffix, expand_inputs, handle_errors,
+from genie_cli.common import (report_skipped, EXIT_SKIPPED, Progress, check_suffix, expand_inputs, handle_errors,
                               open_tokenizer, parse_size, progress, skipped_line)
 
 
@@ -60,7 +60,7 @@ def tokenize(
     with progress(len(inputs.jobs), "tokenize") as bar:
         for path in inputs.missing:
             skipped += 1
-            _report_error(bar, path, None, "not a file", json_out)
+            report_skipped(bar, path, None, "not a file", json_out)
         for job in inputs.jobs:
             start = time.perf_counter()
             try:
@@ -71,7 +71,7 @@ def tokenize(
                 if not inputs.batch:
                     raise
                 skipped += 1
-                _report_error(bar, job.src, job.dst, str(err).splitlines()[0], json_out)
+                report_skipped(bar, job.src, job.dst, str(err).splitlines()[0], json_out)
             else:
                 _report_ok(bar, job.src, job.dst, ids.shape, meta, time.perf_counter() - start,
                            json_out)
@@ -95,8 +95,3 @@ def _report_ok(bar: Progress, src: Path, dst: Path, shape: tuple[int, ...], meta
                 f"{h}x{w} at {meta['fps']:g} fps ({seconds:.2f} s)")
 
 
-def _report_error(bar: Progress, src: Path, dst: Path | None, message: str, json_out: bool) -> None:
-    bar.err(skipped_line(src, message))
-    if json_out:
-        bar.out(json.dumps({"input": str(src), "output": str(dst) if dst else None,
-                            "status": "error", "error": message}))
