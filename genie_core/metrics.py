@@ -128,6 +128,33 @@ def codebook_usage(ids: Any, vocab: int) -> tuple[float, float]:
     return len(counts) / vocab, math.exp(_entropy(counts))
 
 
+def token_stability(frames: torch.Tensor, ids: torch.Tensor, tolerance: int = 6) -> float:
+    """How often a token keeps its id when the pixels it covers do not change: over consecutive
+    frames, P(id[t] == id[t-1] | every pixel of its patch moved by <= ``tolerance`` of 255).
+
+    ``frames`` are uint8 (B, T, H, W, 3) and ``ids`` (B, T, h, w) with one token frame per video
+    frame (time stride 1) and H / h = W / w. A world model predicts the next frame's ids, so ids
+    that flip where nothing moved (frame-wide normalisation, wide receptive fields) are noise it
+    must learn; 1.0 means none flip. NaN when no patch is unchanged.
+    """
+    if frames.ndim != 5 or ids.ndim != 4 or frames.shape[:2] != ids.shape[:2]:
+        raise ValueError(f"expected frames (B, T, H, W, 3) and ids (B, T, h, w) with the same B "
+                         f"and T, got {tuple(frames.shape)} and {tuple(ids.shape)}")
+    b, t, h, w = ids.shape
+    height, width = frames.shape[2:4]
+    if height % h or width % w or height // h != width // w:
+        raise ValueError(f"frames {height}x{width} are not square patches of {h}x{w} tokens")
+    if t < 2:
+        return float("nan")
+    step = (frames[:, 1:].int() - frames[:, :-1].int()).abs().amax(-1)  # (B, T-1, H, W)
+    moved = F.max_pool2d(step.reshape(-1, 1, height, width).float(), height // h)
+    still = moved.reshape(b, t - 1, h, w) <= tolerance
+    if not bool(still.any()):
+        return float("nan")
+    same = ids[:, 1:] == ids[:, :-1]
+    return float(same[still].float().mean())
+
+
 def confusion(latent: Any, truth: Any, n_latent: int | None = None,
               n_true: int | None = None) -> np.ndarray:
     """Counts int64 (n_latent, n_true): entry [i, j] = how often latent action i met true action j."""

@@ -106,3 +106,25 @@ def test_confusion_counts():
     with pytest.raises(ValueError):
         metrics.confusion([0, 1], [0])
     assert math.isclose(metrics.mapping_accuracy([0, 1, 1, 2], [1, 0, 0, 1])[0], 1.0)
+
+
+def test_token_stability_counts_only_patches_whose_pixels_stayed_still():
+    gen = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (2, 1, 16, 16, 3), dtype=torch.uint8, generator=gen).repeat(1, 3, 1, 1, 1)
+    frames[:, 1:, :4, :4] += 50  # patch (0, 0) changes at frames 1 (and stays changed at 2)
+    ids = torch.randint(0, 64, (2, 1, 4, 4), generator=gen).repeat(1, 3, 1, 1)
+    assert metrics.token_stability(frames, ids) == 1.0
+    ids[:, 1:, 0, 0] += 1  # a flip where the pixels moved is not counted
+    assert metrics.token_stability(frames, ids) == 1.0
+    ids[:, 2, 3, 3] += 1  # a flip where nothing moved is: 2 of the 2 * 2 * 16 - 2 still patches
+    assert metrics.token_stability(frames, ids) == pytest.approx(1 - 2 / 62)
+    frames[:, 1] = 255 - frames[:, 1]  # everything moves: nothing to measure
+    assert math.isnan(metrics.token_stability(frames, ids))
+
+
+def test_token_stability_bad_shapes():
+    frames = torch.zeros(1, 3, 16, 16, 3, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="patches"):
+        metrics.token_stability(frames, torch.zeros(1, 3, 4, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="same B"):
+        metrics.token_stability(frames, torch.zeros(1, 2, 4, 4, dtype=torch.long))

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from genie_core.metrics import codebook_usage, psnr, ssim
+from genie_core.metrics import codebook_usage, psnr, ssim, token_stability
 from genie_core.stages import Stage, register
 from genie_core.video import from_model, make_grid, to_model
 
@@ -78,15 +78,21 @@ class TokenizerStage(Stage):
         return (video + 1) / 2, (rec + 1) / 2, ids
 
     def evaluate(self, model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-        psnrs, ssims, ids = [], [], []
+        psnrs, ssims, ids, frames = [], [], [], []
         for batch in batches:
             real, rec, batch_ids = self._reconstruct(model, batch["frames"])
             psnrs.append(psnr(rec, real))  # (B,) mean over frames
             ssims.append(ssim(rec, real))
             ids.append(batch_ids.cpu())
+            frames.append(batch["frames"].cpu())
         usage, perplexity = codebook_usage(torch.cat(ids), model.vocab_size)
-        return {"psnr": float(torch.cat(psnrs).mean()), "ssim": float(torch.cat(ssims).mean()),
-                "codebook_usage": float(usage), "perplexity": float(perplexity)}
+        metrics = {"psnr": float(torch.cat(psnrs).mean()), "ssim": float(torch.cat(ssims).mean()),
+                   "codebook_usage": float(usage), "perplexity": float(perplexity)}
+        if model.time_downsample == 1:  # one token frame per video frame: ids comparable in time
+            stability = token_stability(torch.cat(frames), torch.cat(ids))
+            if stability == stability:  # NaN when no patch stayed still
+                metrics["token_stability"] = stability
+        return metrics
 
     def sample_picture(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> np.ndarray:
         """Each clip's first frames, original above reconstruction."""
