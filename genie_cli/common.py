@@ -204,6 +204,45 @@ def report_skipped(bar: "Progress", src: Path, dst: Path | None, message: str, j
                             "status": "error", "error": message}))
 
 
+def run_jobs(inputs: Inputs, label: str, json_out: bool, work: Callable[[Job], Any],
+             report: Callable[["Progress", Job, Any, float], None],
+             show_dst: bool = True) -> int:
+    """Run ``work(job)`` for every input under a progress bar, then ``report(bar, job, result,
+    seconds)``. One input: its GenieError propagates (exit 2). Folder/stdin mode: a failing file
+    is skipped and named on stderr (a JSON error line with --json); returns how many were."""
+    import time
+
+    from genie_core.errors import GenieError
+
+    skipped = 0
+    with progress(len(inputs.jobs), label) as bar:
+        for path in inputs.missing:
+            skipped += 1
+            report_skipped(bar, path, None, "not a file", json_out)
+        for job in inputs.jobs:
+            start = time.perf_counter()
+            try:
+                result = work(job)
+            except GenieError as err:
+                if not inputs.batch:
+                    raise
+                skipped += 1
+                report_skipped(bar, job.src, job.dst if show_dst else None,
+                               str(err).splitlines()[0], json_out)
+            else:
+                report(bar, job, result, time.perf_counter() - start)
+            bar.advance()
+    return skipped
+
+
+def exit_if_skipped(inputs: Inputs, skipped: int, done_what: str) -> None:
+    """Folder/stdin mode: after a run that skipped files, say how many and exit 3."""
+    if skipped:
+        done = len(inputs.jobs) + len(inputs.missing) - skipped
+        typer.echo(f"{done_what} {done} file(s), skipped {skipped}", err=True)
+        raise typer.Exit(EXIT_SKIPPED)
+
+
 def open_tokenizer(checkpoint: Path | None, preset: str | None, overrides: list[str] | None,
                    device: str, precision: str, threads: int, window: int | None,
                    size: tuple[int, int] | None) -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -13,8 +12,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from genie_cli import options as opt
-from genie_cli.common import (report_skipped, EXIT_SKIPPED, Progress, check_suffix, expand_inputs, fail,
-                              handle_errors, parse_size, progress, skipped_line, warn)
+from genie_cli.common import (Job, Progress, check_suffix, exit_if_skipped, expand_inputs, fail,
+                              handle_errors, parse_size, run_jobs, warn)
 
 
 @handle_errors
@@ -77,7 +76,6 @@ def infer_actions(
         check_suffix(inputs.jobs[0].dst, (".json", ".npz"), "output")
 
     from genie_core import actions as api
-    from genie_core.errors import GenieError
     from genie_core.runtime import set_threads
 
     set_threads(threads)
@@ -85,37 +83,29 @@ def infer_actions(
     if preset is not None:
         warn(f"using an UNTRAINED latent action model from preset '{preset}' (its actions mean nothing)")
 
-    skipped = 0
     pairs: list[tuple[Any, Any]] = []
     names: dict[int, str] = {}
     no_truth: list[Path] = []
-    with progress(len(inputs.jobs), "infer-actions") as bar:
-        for path in inputs.missing:
-            skipped += 1
-            report_skipped(bar, path, None, "not a file", json_out)
-        for job in inputs.jobs:
-            start = time.perf_counter()
-            try:
-                actions, meta = api.infer_video_actions(lam, job.src, size=hw, window=window,
-                                                        overlap=overlap, precision=precision)
-                if output is not None:
-                    api.save_actions(job.dst, actions, meta)
-            except GenieError as err:
-                if not inputs.batch:
-                    raise
-                skipped += 1
-                report_skipped(bar, job.src, job.dst if output else None, str(err).splitlines()[0], json_out)
+
+    def work(job: Job) -> tuple[Any, dict]:
+        actions, meta = api.infer_video_actions(lam, job.src, size=hw, window=window,
+                                                overlap=overlap, precision=precision)
+        if output is not None:
+            api.save_actions(job.dst, actions, meta)
+        return actions, meta
+
+    def report(bar: Progress, job: Job, result: tuple[Any, dict], seconds: float) -> None:
+        actions, meta = result
+        _report_ok(bar, job.src, job.dst if output else None, actions, meta, seconds, json_out)
+        if against_truth:
+            truth, true_names = api.read_true_actions(job.src, meta["num_frames"])
+            if truth is None:
+                no_truth.append(job.src)
             else:
-                _report_ok(bar, job.src, job.dst if output else None, actions, meta,
-                           time.perf_counter() - start, json_out)
-                if against_truth:
-                    truth, true_names = api.read_true_actions(job.src, meta["num_frames"])
-                    if truth is None:
-                        no_truth.append(job.src)
-                    else:
-                        pairs.append((actions, truth))
-                        names.update({i: n for i, n in enumerate(true_names or []) if n != str(i)})
-            bar.advance()
+                pairs.append((actions, truth))
+                names.update({i: n for i, n in enumerate(true_names or []) if n != str(i)})
+
+    skipped = run_jobs(inputs, "infer-actions", json_out, work, report, show_dst=output is not None)
     if against_truth:
         if no_truth:
             warn(f"{len(no_truth)} video(s) have no ground-truth sidecar and are left out of the "
@@ -127,10 +117,7 @@ def infer_actions(
             typer.echo(json.dumps({"against_truth": report.to_dict()}))
         else:
             _print_report(report)
-    if skipped:
-        done = len(inputs.jobs) + len(inputs.missing) - skipped
-        typer.echo(f"inferred actions for {done} file(s), skipped {skipped}", err=True)
-        raise typer.Exit(EXIT_SKIPPED)
+    exit_if_skipped(inputs, skipped, "inferred actions for")
 
 
 def _report_ok(bar: Progress, src: Path, dst: Path | None, actions: Any, meta: dict,

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from genie_cli import options as opt
-from genie_cli.common import (report_skipped, EXIT_SKIPPED, Progress, check_suffix, expand_inputs, handle_errors,
-                              open_tokenizer, parse_size, progress, skipped_line)
+from genie_cli.common import (Job, Progress, check_suffix, exit_if_skipped, expand_inputs,
+                              handle_errors, open_tokenizer, parse_size, run_jobs)
 
 
 @handle_errors
@@ -53,33 +52,19 @@ def tokenize(
     tok = open_tokenizer(checkpoint, preset, overrides, device, precision, threads, window, hw)
 
     from genie_core import api
-    from genie_core.errors import GenieError
     from genie_core.tokens import save_tokens
 
-    skipped = 0
-    with progress(len(inputs.jobs), "tokenize") as bar:
-        for path in inputs.missing:
-            skipped += 1
-            report_skipped(bar, path, None, "not a file", json_out)
-        for job in inputs.jobs:
-            start = time.perf_counter()
-            try:
-                ids, meta = api.tokenize_video(tok, job.src, size=hw, batch_windows=batch,
-                                               precision=precision)
-                save_tokens(job.dst, ids, meta)
-            except GenieError as err:
-                if not inputs.batch:
-                    raise
-                skipped += 1
-                report_skipped(bar, job.src, job.dst, str(err).splitlines()[0], json_out)
-            else:
-                _report_ok(bar, job.src, job.dst, ids.shape, meta, time.perf_counter() - start,
-                           json_out)
-            bar.advance()
-    if skipped:
-        done = len(inputs.jobs) + len(inputs.missing) - skipped
-        typer.echo(f"tokenized {done} file(s), skipped {skipped}", err=True)
-        raise typer.Exit(EXIT_SKIPPED)
+    def work(job: Job) -> tuple[Any, dict]:
+        ids, meta = api.tokenize_video(tok, job.src, size=hw, batch_windows=batch,
+                                       precision=precision)
+        save_tokens(job.dst, ids, meta)
+        return ids, meta
+
+    def report(bar: Progress, job: Job, result: tuple[Any, dict], seconds: float) -> None:
+        _report_ok(bar, job.src, job.dst, result[0].shape, result[1], seconds, json_out)
+
+    skipped = run_jobs(inputs, "tokenize", json_out, work, report)
+    exit_if_skipped(inputs, skipped, "tokenized")
 
 
 def _report_ok(bar: Progress, src: Path, dst: Path, shape: tuple[int, ...], meta: dict,
