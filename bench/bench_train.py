@@ -26,7 +26,7 @@ import numpy as np
 
 
 def synthetic_clips(folder: Path, resolution: tuple[int, int], frames: int, count: int = 8) -> Path:
-    from genie_core.video import write_video
+    from genie_core.video_write import write_video
 
     rng = np.random.default_rng(0)
     H, W = resolution

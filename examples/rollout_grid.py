@@ -53,7 +53,8 @@ def main() -> None:
     import torch
 
     from genie_core.checkpoint import load_checkpoint
-    from genie_core.video import IMAGE_SUFFIXES, read_image, read_video, write_grid
+    from genie_core.pictures import write_grid
+    from genie_core.video import IMAGE_SUFFIXES, read_image, read_video
 
     torch.set_num_threads(args.threads)
     world = load_checkpoint(args.world, expect_kind="world")

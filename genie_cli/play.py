@@ -71,7 +71,7 @@ def play(
     Exit codes: 0 done; 2 bad input (a bad action id, no terminal and no --actions, ...);
     130 interrupted (an interactive session is still written to -o).
     """
-    from genie_core.video import WRITE_SUFFIXES
+    from genie_core.video_write import WRITE_SUFFIXES
 
     scripted = actions is not None
     if not scripted and not (sys.stdin.isatty() and sys.stdout.isatty()):
@@ -176,7 +176,7 @@ def parse_actions(text: str) -> list[int]:
 
 def write_session(game: Any, path: Path, fps: float) -> int:
     """Write the session so far (batch row 0) to ``path``; returns the frame count."""
-    from genie_core.video import write_video
+    from genie_core.video_write import write_video
 
     frames = game.session_frames()[0]  # (T, H, W, 3)
     write_video(path, frames, fps)

@@ -122,7 +122,8 @@ def infer_video_actions(lam: LoadedLam, path: str | os.PathLike, *,
     """Latent actions int64 (T-1,) of a video (``actions[t]`` takes frame t to t+1) and the
     metadata an action file records. Frames are fitted to ``size`` (default: the LAM's training
     size) and streamed; overlapping windows give every transition exactly one action."""
-    from genie_core.video import iter_video, probe_video, to_model
+    from genie_core.frames import to_model
+    from genie_core.video import iter_video, probe_video
 
     path = Path(path)
     info = probe_video(path)

@@ -169,7 +169,7 @@ class _WindowResult:
 
 def _encode_windows(tok: LoadedTokenizer, path: Path, size: tuple[int, int], batch_windows: int,
                     precision: str) -> Iterator[_WindowResult]:
-    from genie_core.video import to_model
+    from genie_core.frames import to_model
 
     td = tok.time_downsample
     for batch in _window_batches(path, size, tok.window, batch_windows):
@@ -243,7 +243,7 @@ def iter_reconstruction(tok: LoadedTokenizer, path: str | os.PathLike, *,
                         ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(original, reconstruction) uint8 (n, H, W, 3) window by window: encode, quantise, decode
     the ids (the same path a token file takes), trim the causal padding."""
-    from genie_core.video import from_model
+    from genie_core.frames import from_model
 
     path = Path(path)
     info = info or _probe(path)
@@ -368,7 +368,8 @@ def reconstruct_to_file(tok: LoadedTokenizer, path: str | os.PathLike, output: s
     fps), with ``compare``, also a PNG of up to ``compare_frames`` evenly spaced originals above
     their reconstructions. Memory holds a batch of windows, never the whole video; both writes
     are atomic, so a video that fails to decode half-way leaves no output."""
-    from genie_core.video import write_grid, write_video
+    from genie_core.pictures import write_grid
+    from genie_core.video_write import write_video
 
     path = Path(path)
     info = _probe(path)

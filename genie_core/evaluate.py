@@ -15,8 +15,9 @@ import torch
 from einops import rearrange
 
 from genie_core.errors import GenieError
+from genie_core.frames import fit_frames
 from genie_core.metrics import psnr
-from genie_core.video import fit_frames, read_video
+from genie_core.video import read_video
 
 __all__ = ["ClipWindow", "ControllabilityReport", "controllability", "rollout_psnr", "sample_windows"]
 

@@ -197,7 +197,7 @@ def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 def evaluate(run: Run) -> dict[str, float]:
     """Validation metrics on the fixed held-out clips and the sample picture (rank 0 only)."""
-    from genie_core.video import write_png
+    from genie_core.pictures import write_png
 
     stage, model = run.stage, run.ema if run.ema is not None else run.model
     was_training = model.training

@@ -196,7 +196,7 @@ class World(nn.Module, Checkpointable):
     def _frames_in(self, frames: Any) -> np.ndarray:
         """uint8 (H,W,3) | (T,H,W,3) | (B,T,H,W,3), numpy or torch, any size -> (B,T,H,W,3) at
         the world's resolution (centre-crop + resize)."""
-        from genie_core.video import fit_frames
+        from genie_core.frames import fit_frames
 
         arr = frames.detach().cpu().numpy() if isinstance(frames, Tensor) else np.asarray(frames)
         if arr.dtype != np.uint8:
@@ -211,12 +211,12 @@ class World(nn.Module, Checkpointable):
         return np.stack([fit_frames(clip, self.resolution) for clip in arr])
 
     def _to_model(self, frames: np.ndarray) -> Tensor:
-        from genie_core.video import to_model
+        from genie_core.frames import to_model
         return to_model(frames, device=self.device)
 
     def _decode(self, tokenizer: nn.Module, ids: Tensor) -> np.ndarray:
         """ids (B, k, h, w) -> the last frame as uint8 (B, H, W, 3)."""
-        from genie_core.video import from_model
+        from genie_core.frames import from_model
         video = tokenizer.decode_ids(ids)  # (B, 3, k, H, W)
         return from_model(video[:, :, -1:].float())[:, 0]
 

@@ -169,7 +169,7 @@ def test_reconstruct_keeps_frame_count(make_clip, clip_frames, tmp_path: Path, f
     # The reconstruction is what the token file decodes to.
     ids, _ = api.tokenize_video(tok, clip, batch_windows=1, precision="fp32")
     decoded = tok.model.decode_ids(torch.from_numpy(ids).long()[None])  # (1, 3, T'*2, 16, 16)
-    from genie_core.video import from_model
+    from genie_core.frames import from_model
     np.testing.assert_array_equal(rec.frames, from_model(decoded)[0][:frames])
 
 
@@ -209,7 +209,7 @@ TIME_DOWN = ["tokenizer.enc_desc=[[causal, {out_channels: 16}], [residual, {out_
 
 @pytest.mark.parametrize("overrides", [[], TIME_DOWN], ids=["tiny", "time/2"])
 def test_real_tokenizer_windows(make_clip, clip_frames, tmp_path: Path, overrides: list[str]) -> None:
-    from genie_core.video import to_model
+    from genie_core.frames import to_model
 
     clip = make_clip(tmp_path / "c.gif", frames=7, size=(16, 16))
     tok = api.load_tokenizer(None, preset="tiny", overrides=overrides, device="cpu", window=4)

@@ -18,8 +18,9 @@ from genie_cli.app import app
 from genie_cli.common import EXIT_SKIPPED, EXIT_USAGE
 from genie_core import actions as api
 from genie_core.config import load_preset
+from genie_core.frames import to_model
 from genie_core.lam import LatentActionModel
-from genie_core.video import read_video, to_model
+from genie_core.video import read_video
 
 runner = CliRunner()
 

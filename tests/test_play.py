@@ -58,7 +58,7 @@ def world_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def prompt_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 40x24 prompt image: not the world's size, so it must be fitted."""
-    from genie_core.video import write_png
+    from genie_core.pictures import write_png
 
     path = tmp_path_factory.mktemp("prompt") / "start.png"
     write_png(path, np.random.default_rng(0).integers(0, 256, (40, 24, 3), dtype=np.uint8))

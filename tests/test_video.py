@@ -14,6 +14,9 @@ from PIL import Image
 
 from genie_core import video
 from genie_core.errors import VideoError
+from genie_core.frames import fit_frames, from_model, to_model
+from genie_core.pictures import make_grid, write_grid
+from genie_core.video_write import write_video
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -96,22 +99,22 @@ def test_read_image_modes_and_size(tmp_path):
 
 def test_fit_frames_crops_centre_then_resizes(clip_frames):
     frames = clip_frames(2, (64, 96))
-    crop = video.fit_frames(frames, (64, 64))  # same height: a pure centre crop, exact
+    crop = fit_frames(frames, (64, 64))  # same height: a pure centre crop, exact
     np.testing.assert_array_equal(crop, frames[:, :, 16:80])
-    tall = video.fit_frames(frames, (40, 20))
+    tall = fit_frames(frames, (40, 20))
     assert tall.shape == (2, 40, 20, 3) and tall.dtype == np.uint8
     blocks = np.kron(np.arange(16, dtype=np.uint8).reshape(1, 4, 4, 1) * 15,
                      np.ones((1, 2, 2, 3), np.uint8))  # (1, 8, 8, 3): 2x2 blocks
-    np.testing.assert_array_equal(video.fit_frames(blocks, (4, 4))[0, ..., 0],
+    np.testing.assert_array_equal(fit_frames(blocks, (4, 4))[0, ..., 0],
                                   np.arange(16).reshape(4, 4) * 15)  # area downscale is exact
-    assert video.fit_frames(np.zeros((3, 9, 7), np.uint8), (4, 4)).shape == (3, 4, 4, 3)
+    assert fit_frames(np.zeros((3, 9, 7), np.uint8), (4, 4)).shape == (3, 4, 4, 3)
 
 
 def test_read_with_size_and_selection(tmp_path, make_clip):
     path = make_clip(tmp_path / "c.mp4", frames=12, size=(48, 64))
     full, fps = video.read_video(path)
     small, _ = video.read_video(path, size=(32, 32))
-    np.testing.assert_array_equal(small, video.fit_frames(full, (32, 32)))
+    np.testing.assert_array_equal(small, fit_frames(full, (32, 32)))
     part, part_fps = video.read_video(path, start=2, stride=3, max_frames=3)
     np.testing.assert_array_equal(part, full[2::3][:3])
     assert part_fps == pytest.approx(fps / 3)  # the rate of the frames returned
@@ -137,7 +140,7 @@ def test_windows_concatenate_to_whole_read(tmp_path, make_clip, kind):
                                       ("gif", 25), ("gif", 30)])
 def test_fps_survives_write_and_read(tmp_path, clip_frames, kind, fps):
     frames = clip_frames(6, (32, 32))
-    path = video.write_video(tmp_path / f"out.{kind}", frames, fps)
+    path = write_video(tmp_path / f"out.{kind}", frames, fps)
     back, read_fps = video.read_video(path)
     assert back.shape == frames.shape
     # GIF delays are whole centiseconds: 30 fps is stored as 30/40 ms delays, exact on average.
@@ -147,14 +150,14 @@ def test_fps_survives_write_and_read(tmp_path, clip_frames, kind, fps):
 @pytest.mark.parametrize("size", [(64, 64), (16, 16), (15, 17)])
 def test_mp4_round_trip_quality_and_odd_sizes(tmp_path, clip_frames, size):
     frames = clip_frames(8, size)
-    back, _ = video.read_video(video.write_video(tmp_path / "o.mp4", frames, 10))
+    back, _ = video.read_video(write_video(tmp_path / "o.mp4", frames, 10))
     assert back.shape == frames.shape  # odd sizes are kept (4:4:4), never padded or rescaled
     assert _psnr(back, frames) > (35 if size == (64, 64) else 28)
 
 
 def test_write_accepts_streamed_windows(tmp_path, clip_frames):
     frames = clip_frames(7, (16, 16))
-    video.write_video(tmp_path / "s.gif", (frames[i:i + 3] for i in range(0, 7, 3)), 10)
+    write_video(tmp_path / "s.gif", (frames[i:i + 3] for i in range(0, 7, 3)), 10)
     back, _ = video.read_video(tmp_path / "s.gif")
     assert back.shape == frames.shape and _psnr(back, frames) > 30
 
@@ -168,32 +171,32 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, clip_frames):
         raise RuntimeError("source failed")
 
     with pytest.raises(RuntimeError):
-        video.write_video(tmp_path / "x.mp4", broken(), 10)
+        write_video(tmp_path / "x.mp4", broken(), 10)
     with pytest.raises(ValueError, match="shape"):
-        video.write_video(tmp_path / "y.mp4", [frames[0], frames[1, :8]], 10)
+        write_video(tmp_path / "y.mp4", [frames[0], frames[1, :8]], 10)
     assert list(tmp_path.iterdir()) == []  # no target, no temporary file
     # An existing file is replaced only by a complete one.
-    good = video.write_video(tmp_path / "z.mp4", frames, 10)
+    good = write_video(tmp_path / "z.mp4", frames, 10)
     before = good.read_bytes()
     with pytest.raises(RuntimeError):
-        video.write_video(good, broken(), 10)
+        write_video(good, broken(), 10)
     assert good.read_bytes() == before and list(tmp_path.iterdir()) == [good]
 
 
 def test_write_rejects_unknown_suffix(tmp_path, clip_frames):
     with pytest.raises(VideoError, match="x.xyz"):
-        video.write_video(tmp_path / "x.xyz", clip_frames(2, (16, 16)), 10)
+        write_video(tmp_path / "x.xyz", clip_frames(2, (16, 16)), 10)
 
 
 def test_grid_layout_labels_and_png(tmp_path, clip_frames):
     top, bottom = clip_frames(3, (16, 16)), clip_frames(3, (16, 16), seed=1)
-    grid = video.make_grid([top, bottom], pad=2)
+    grid = make_grid([top, bottom], pad=2)
     assert grid.shape == (2 * 16 + 3 * 2, 3 * 16 + 4 * 2, 3)
     np.testing.assert_array_equal(grid[2:18, 2:18], top[0])
     np.testing.assert_array_equal(grid[20:36, 38:54], bottom[2])
-    labelled = video.make_grid([top, bottom[0]], labels=["original", "rec"])
+    labelled = make_grid([top, bottom[0]], labels=["original", "rec"])
     assert labelled.shape[1] > grid.shape[1] and labelled.shape[0] == grid.shape[0]
-    path = video.write_grid(tmp_path / "g.png", [top, bottom])
+    path = write_grid(tmp_path / "g.png", [top, bottom])
     np.testing.assert_array_equal(video.read_image(path), grid)
 
 
@@ -279,17 +282,18 @@ def test_to_model_from_model_round_trip(clip_frames):
     import torch
 
     frames = clip_frames(5, (16, 16))
-    x = video.to_model(frames)
+    x = to_model(frames)
     assert x.shape == (1, 3, 5, 16, 16) and x.dtype == torch.float32
     assert x.min() >= -1 and x.max() <= 1
-    np.testing.assert_array_equal(video.from_model(x)[0], frames)
-    batch = video.to_model(torch.from_numpy(np.stack([frames, frames[::-1]])))
+    np.testing.assert_array_equal(from_model(x)[0], frames)
+    batch = to_model(torch.from_numpy(np.stack([frames, frames[::-1]])))
     assert batch.shape == (2, 3, 5, 16, 16)
-    assert video.from_model(batch * 3).min() == 0  # out-of-range values are clamped
+    assert from_model(batch * 3).min() == 0  # out-of-range values are clamped
 
 
-def test_video_module_imports_without_torch():
-    code = "import sys, genie_core.video; assert 'torch' not in sys.modules"
+def test_video_modules_import_without_torch():
+    code = ("import sys, genie_core.video, genie_core.video_write, genie_core.pictures, "
+            "genie_core.frames, genie_core.ffmpeg; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

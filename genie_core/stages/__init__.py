@@ -28,7 +28,7 @@ The contract, in one place:
 - A batch is a dict of tensors already on ``self.device``:
   ``frames`` uint8 (B, T, H, W, 3) and, only when every video has a sidecar with ground-truth
   actions, ``actions`` int64 (B, T-1) where ``actions[:, t]`` took frame t to frame t+1 (-1 where
-  unknown). Use ``genie_core.video.to_model`` to get float (B, 3, T, H, W) in [-1, 1].
+  unknown). Use ``genie_core.frames.to_model`` to get float (B, 3, T, H, W) in [-1, 1].
 - ``loss`` runs inside autocast (bf16 by default) and under DDP's forward; it returns the loss to
   minimise and metrics for the log (floats or 0-d tensors; averaged over the log window). It may store detached tensors in ``batch`` (keys
   starting with "_") for ``aux_loss`` to reuse (the tokenizer keeps its reconstruction there).

@@ -17,12 +17,13 @@ from torch import nn
 from genie_core.checkpoint import atomic_path, read_metadata
 from genie_core.dynamics import DynamicsModel
 from genie_core.errors import GenieError
+from genie_core.frames import from_model, to_model
 from genie_core.metrics import psnr
+from genie_core.pictures import make_grid
 from genie_core.runtime import inference
 from genie_core.stages import Stage, register
 from genie_core.tokens import TokenFileError, file_digest, load_tokens, save_tokens
 from genie_core.version import __version__
-from genie_core.video import from_model, make_grid, to_model
 from genie_core.world import World, load_part, paired_dynamics_config
 
 WORLD_FILE = "world.safetensors"

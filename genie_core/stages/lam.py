@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from genie_core.errors import ConfigError
+from genie_core.frames import from_model, to_model
 from genie_core.metrics import codebook_usage, mapping_accuracy, nmi, psnr
+from genie_core.pictures import make_grid
 from genie_core.stages import Stage, register
-from genie_core.video import from_model, make_grid, to_model
 
 MAX_PICTURE_FRAMES = 8  # frames per row in the sample picture
 

@@ -9,9 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from genie_core.frames import from_model, to_model
 from genie_core.metrics import codebook_usage, psnr, ssim, token_stability
+from genie_core.pictures import make_grid
 from genie_core.stages import Stage, register
-from genie_core.video import from_model, make_grid, to_model
 
 MAX_PICTURE_FRAMES = 8  # frames per row in the sample picture
 
