@@ -10,14 +10,15 @@ from typing import Annotated, Any, Optional
 import typer
 
 from genie_cli import options as opt
-from genie_cli.common import fail, handle_errors, json_number, warn
+from genie_cli.common import fail, handle_errors, json_number, stdin_paths, warn
 from genie_cli.play import WORLD_HELP, OneThread, open_world, set_sampling
 
 
 @handle_errors
 def evaluate(
     clips: Annotated[Path, typer.Argument(
-        metavar="CLIPS", help="A folder of held-out videos (searched recursively) or one video.")],
+        metavar="CLIPS", help="A folder of held-out videos (searched recursively), one video, or - "
+        "to read paths from stdin (e.g. < RUN/heldout.txt, written by genie train).")],
     world: Annotated[Optional[Path], typer.Option("--world", "-w", help=WORLD_HELP)] = None,
     preset: Annotated[Optional[str], typer.Option(
         "--preset", "-p", help="Without --world: an UNTRAINED world of this preset (smoke tests; "
@@ -52,12 +53,21 @@ def evaluate(
 
       genie evaluate heldout/ -w run/world.safetensors --clips 64 --json
 
+      genie evaluate - -w run/world.safetensors < run/heldout.txt
+
     Exit codes: 0 done; 2 bad input (no videos, clips too short, ...).
     """
     from genie_core.evaluate import controllability, sample_windows
     from genie_core.video import VIDEO_SUFFIXES, find_videos
 
-    if clips.is_dir():
+    if str(clips) == "-":
+        videos = stdin_paths()
+        if not videos:
+            fail("no paths on stdin")
+        missing = [v for v in videos if not v.is_file()]
+        if missing:
+            fail(f"not a file: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    elif clips.is_dir():
         videos = find_videos(clips)
         if not videos:
             fail(f"no videos found in {clips}")

@@ -4,7 +4,7 @@ and checkpointing are separate functions, and each model plugs in as a ``Stage``
 Run folder: ``RUN/config.yaml`` (resolved config) and per stage ``RUN/<stage>/``: ``last.safetensors``
 (the model; EMA weights when EMA is on), ``step_NNNNNNN.safetensors`` (periodic), ``state.safetensors``
 (raw weights, optimiser moments; step and timing as JSON metadata), ``metrics.jsonl``,
-``samples/step_NNNNNNN.png``. Randomness is a pure function of (seed, step, rank): the batch and the
+``samples/step_NNNNNNN.png``; ``RUN/heldout.txt`` lists the held-out videos. Randomness is a pure function of (seed, step, rank): the batch and the
 torch RNG are re-derived every step, so resuming at step N continues exactly as an unbroken run.
 """
 
@@ -36,6 +36,7 @@ from genie_core.stages import Stage, available_stages, get_stage
 
 Event = Callable[[dict[str, Any]], None]
 STATE_FILE, LAST_FILE = "state.safetensors", "last.safetensors"
+HELDOUT_FILE = "heldout.txt"  # the held-out videos, one absolute path per line
 
 
 # ---- setup ------------------------------------------------------------------------------------
@@ -401,6 +402,7 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
                 run.dir.mkdir(parents=True, exist_ok=True)
                 with atomic_path(run_dir / "config.yaml") as tmp:
                     tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+                _write_heldout(run_dir, data_dir, data)
             results[name] = run_loop(run, stop_at)
             if run.step < run.ocfg.steps:  # interrupted or stop_at: later stages must wait
                 break
@@ -410,6 +412,17 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
     finally:
         if d.owns_group:
             dist.destroy_process_group()
+
+
+def _write_heldout(run_dir: Path, data_dir: Path, data: Dataset) -> None:
+    """``RUN/heldout.txt``: the held-out videos (absolute paths, one per line), for evaluation on
+    clips no model saw: ``genie evaluate - -w RUN/world.safetensors < RUN/heldout.txt``."""
+    if data.val_is_train:
+        return
+    root = data_dir.resolve()
+    lines = [str(root / data.cache.videos[i].path) for i in data.val.video_ids]
+    with atomic_path(run_dir / HELDOUT_FILE) as tmp:
+        tmp.write_text("".join(line + "\n" for line in lines))
 
 
 def _load_data(cfg: GenieConfig, data_dir: Path, d: Dist, warn: Callable[[str], None],

@@ -122,6 +122,19 @@ def test_cli_json(world_file: Path, clips: Path) -> None:
     assert all(np.isfinite(record[k]) for k in ("psnr_inferred_t4", "psnr_random_t4", "delta_psnr_t4"))
 
 
+def test_cli_paths_from_stdin_match_the_folder(world_file: Path, clips: Path, tmp_path: Path) -> None:
+    from genie_core.video import find_videos
+
+    args = ["-w", str(world_file), "--clips", "3", "--json", "--precision", "fp32"]
+    folder = runner.invoke(app, ["evaluate", str(clips), *args])
+    listed = "".join(f"{v}\n" for v in find_videos(clips))  # what genie train writes to heldout.txt
+    piped = runner.invoke(app, ["evaluate", "-", *args], input=listed)
+    assert folder.exit_code == 0 and piped.exit_code == 0, piped.output
+    assert json.loads(piped.stdout)["delta_psnr_t4"] == json.loads(folder.stdout)["delta_psnr_t4"]
+    bad = runner.invoke(app, ["evaluate", "-", *args], input=listed + f"{tmp_path / 'gone.mp4'}\n")
+    assert bad.exit_code == 2 and "not a file" in bad.stderr
+
+
 def test_cli_table(world_file: Path, clips: Path) -> None:
     result = runner.invoke(app, ["evaluate", str(clips), "-w", str(world_file), "--clips", "2",
                                  "--horizon", "2"])

@@ -26,6 +26,7 @@ from genie_core.stages import Stage
 from genie_core import train as train_mod
 from genie_core.optim import adamw, learning_rate
 from genie_core.train import train
+from genie_core.video import find_videos
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,6 +177,9 @@ def test_toy_overfit_and_run_folder(toy, clips, tmp_path):
     assert result["tokenizer"]["mse"] == lines[-1]["mse"]
     assert "d_loss" in train_lines[-1] and "clips_per_s" in train_lines[-1]
     assert (out / "config.yaml").is_file()
+    heldout = (out / "heldout.txt").read_text().splitlines()  # 6 videos, val_fraction 0.1: one
+    assert len(heldout) == 1 and Path(heldout[0]).is_absolute()
+    assert heldout[0] in {str(v.resolve()) for v in find_videos(clips)}
     assert sorted(p.name for p in (out / "tokenizer" / "samples").iterdir()) == [
         "step_0000010.png", "step_0000020.png", "step_0000030.png"]
     meta = read_metadata(out / "tokenizer" / "last.safetensors")
