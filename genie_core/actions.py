@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from genie_core.checkpoint import CheckpointError, atomic_path, checkpoint_config, read_metadata
+from genie_core.checkpoint import (CheckpointError, LoadedModel, atomic_path, checkpoint_config,
+                                   read_metadata)
 from genie_core.errors import GenieError
 from genie_core.runtime import inference, resolve_device
 from genie_core.version import ACTION_FORMAT_VERSION, __version__
@@ -30,14 +31,8 @@ class ActionFileError(GenieError):
 
 
 @dataclass
-class LoadedLam:
-    """A LAM in eval mode with what action files record about it."""
-
-    model: Any  # LatentActionModel
-    device: torch.device
-    source: str  # checkpoint path, or "preset:<name>" for an untrained model
-    digest: str | None  # sha256 of the checkpoint file (16 hex); None when untrained
-    resolution: tuple[int, int] | None  # (H, W) it was trained at
+class LoadedLam(LoadedModel):
+    """A LAM (``model``: a LatentActionModel) in eval mode with what action files record about it."""
 
     @property
     def num_actions(self) -> int:

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from genie_core.checkpoint import CheckpointError, read_metadata
+from genie_core.checkpoint import CheckpointError, LoadedModel, read_metadata
 from genie_core.errors import GenieError
 from genie_core.runtime import inference, resolve_device
 from genie_core.tokens import file_digest
@@ -31,14 +31,10 @@ TOKENIZER_KINDS = ("tokenizer", "world")  # a world bundle carries its tokenizer
 
 
 @dataclass
-class LoadedTokenizer:
-    """A tokenizer in eval mode with what the token files record about it."""
+class LoadedTokenizer(LoadedModel):
+    """A tokenizer (``model``: a VideoTokenizer) in eval mode with what the token files record
+    about it."""
 
-    model: Any  # VideoTokenizer
-    device: torch.device
-    source: str  # checkpoint path, or "preset:<name>" for an untrained model
-    digest: str | None  # sha256 of the checkpoint file (16 hex); None when untrained
-    resolution: tuple[int, int] | None  # (H, W) it was trained at, when known
     window: int  # frames per independently tokenized window (a multiple of time_downsample)
 
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -124,6 +125,19 @@ def model_class(kind: str) -> type:
         from genie_core.world import World
         return World
     raise CheckpointError(f"unknown checkpoint kind {kind!r}")
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode, loaded for inference, with the provenance that the files written
+    from it (token files, action files) record. ``load_tokenizer`` and ``load_lam`` return
+    subclasses of it."""
+
+    model: Any
+    device: torch.device
+    source: str  # checkpoint path, or "preset:<name>" for an untrained model
+    digest: str | None  # sha256 of the checkpoint file (16 hex); None when untrained
+    resolution: tuple[int, int] | None  # (H, W) it was trained at, when known
 
 
 class Checkpointable:

@@ -21,6 +21,12 @@ def _triple(k: int | tuple[int, ...]) -> tuple[int, int, int]:
     return (k, k, k) if isinstance(k, int) else tuple(k)  # type: ignore[return-value]
 
 
+def _require_at_least_one(key: str, value: int) -> None:
+    """The blocks' common check: a count or factor ``key`` must be >= 1 (raises ValueError)."""
+    if value < 1:
+        raise ValueError(f"{key} must be >= 1, got {value}")
+
+
 # --------------------------------------------------------------------------------------- blocks
 
 @dataclass(frozen=True)
@@ -58,12 +64,11 @@ class BlockSpec:
 
     def check(self) -> None:
         """Per-block value checks (raise ValueError)."""
-        if self.n_rep < 1:
-            raise ValueError(f"n_rep must be >= 1, got {self.n_rep}")
+        _require_at_least_one("n_rep", self.n_rep)
         for key in ("in_channels", "out_channels"):
             value = getattr(self, key, None)
-            if value is not None and value < 1:
-                raise ValueError(f"{key} must be >= 1, got {value}")
+            if value is not None:  # None: taken from the channel flow
+                _require_at_least_one(key, value)
         k = getattr(self, "kernel_size", None)
         if k is not None and any(v < 1 or v % 2 == 0 for v in _triple(k)):
             raise ValueError(f"kernel_size must be odd and >= 1, got {k}")
@@ -152,20 +157,31 @@ class ResidualSpec(BlockSpec):
         super().check()
         if min(self.factors) < 1:
             raise ValueError(f"downsample factors must be >= 1, got {self.downsample}")
-        if self.num_groups < 1:
-            raise ValueError(f"num_groups must be >= 1, got {self.num_groups}")
+        _require_at_least_one("num_groups", self.num_groups)
 
 
 @dataclass(frozen=True)
-class DownsampleSpec(BlockSpec):
-    """``spacetime_downsample``: a strided causal convolution."""
+class _SpaceTimeResampleSpec(BlockSpec):
+    """Keys and checks shared by ``spacetime_downsample`` and ``spacetime_upsample``: a causal conv
+    that resamples time by ``time_factor`` and both spatial axes by ``space_factor``."""
 
-    name: ClassVar[str] = "spacetime_downsample"
     out_channels: int | None = None
     kernel_size: int | tuple[int, int, int] = 3
     time_factor: int = 2
     space_factor: int = 2
     pad_mode: PadMode = "replicate"
+
+    def check(self) -> None:
+        super().check()
+        if self.time_factor < 1 or self.space_factor < 1:
+            raise ValueError("time_factor and space_factor must be >= 1")
+
+
+@dataclass(frozen=True)
+class DownsampleSpec(_SpaceTimeResampleSpec):
+    """``spacetime_downsample``: a strided causal convolution."""
+
+    name: ClassVar[str] = "spacetime_downsample"
 
     @property
     def time_down(self) -> int:
@@ -177,26 +193,19 @@ class DownsampleSpec(BlockSpec):
 
     def check(self) -> None:
         super().check()
-        if self.time_factor < 1 or self.space_factor < 1:
-            raise ValueError("time_factor and space_factor must be >= 1")
         kt, kh, _ = _triple(self.kernel_size)
         if kt < self.time_factor:
             raise ValueError(f"kernel_size in time ({kt}) must be >= time_factor ({self.time_factor})")
 
 
 @dataclass(frozen=True)
-class UpsampleSpec(BlockSpec):
+class UpsampleSpec(_SpaceTimeResampleSpec):
     """``spacetime_upsample``: causal conv to ``out * t * s * s`` channels, then depth-to-space-time.
 
     Output frame ``t * f + i`` comes from latent frame ``t`` only, so upsampling stays causal.
     """
 
     name: ClassVar[str] = "spacetime_upsample"
-    out_channels: int | None = None
-    kernel_size: int | tuple[int, int, int] = 3
-    time_factor: int = 2
-    space_factor: int = 2
-    pad_mode: PadMode = "replicate"
 
     @property
     def time_up(self) -> int:
@@ -206,50 +215,42 @@ class UpsampleSpec(BlockSpec):
     def space_up(self) -> int:
         return self.space_factor
 
-    def check(self) -> None:
-        super().check()
-        if self.time_factor < 1 or self.space_factor < 1:
-            raise ValueError("time_factor and space_factor must be >= 1")
-
 
 @dataclass(frozen=True)
-class SpaceUpsampleSpec(BlockSpec):
-    """``space_upsample``: depth-to-space by ``factor`` (seed name)."""
+class _AxisUpsampleSpec(BlockSpec):
+    """Keys and checks shared by the seed's ``space_upsample`` and ``time_upsample``: a causal conv,
+    then depth-to-space (or depth-to-time) by ``factor`` along one axis."""
 
-    name: ClassVar[str] = "space_upsample"
     out_channels: int | None = None
     kernel_size: int | tuple[int, int, int] = 3
     factor: int = 2
     pad_mode: PadMode = "replicate"
+
+    def check(self) -> None:
+        super().check()
+        _require_at_least_one("factor", self.factor)
+
+
+@dataclass(frozen=True)
+class SpaceUpsampleSpec(_AxisUpsampleSpec):
+    """``space_upsample``: depth-to-space by ``factor`` (seed name)."""
+
+    name: ClassVar[str] = "space_upsample"
 
     @property
     def space_up(self) -> int:
         return self.factor
 
-    def check(self) -> None:
-        super().check()
-        if self.factor < 1:
-            raise ValueError(f"factor must be >= 1, got {self.factor}")
-
 
 @dataclass(frozen=True)
-class TimeUpsampleSpec(BlockSpec):
+class TimeUpsampleSpec(_AxisUpsampleSpec):
     """``time_upsample``: depth-to-time by ``factor`` (seed name); causal as above."""
 
     name: ClassVar[str] = "time_upsample"
-    out_channels: int | None = None
-    kernel_size: int | tuple[int, int, int] = 3
-    factor: int = 2
-    pad_mode: PadMode = "replicate"
 
     @property
     def time_up(self) -> int:
         return self.factor
-
-    def check(self) -> None:
-        super().check()
-        if self.factor < 1:
-            raise ValueError(f"factor must be >= 1, got {self.factor}")
 
 
 @dataclass(frozen=True)
@@ -268,8 +269,7 @@ class AdaptiveGroupNormSpec(BlockSpec):
         if self.num_channels is not None and self.in_channels is not None \
                 and self.num_channels != self.in_channels:
             raise ValueError(f"num_channels {self.num_channels} != in_channels {self.in_channels}")
-        if self.num_groups < 1:
-            raise ValueError(f"num_groups must be >= 1, got {self.num_groups}")
+        _require_at_least_one("num_groups", self.num_groups)
 
     @property
     def declared_in(self) -> int | None:
