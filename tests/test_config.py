@@ -59,6 +59,7 @@ def test_wrong_type_names_key_and_file(tmp_path):
     ("[residual, {num_groups: many}]", "num_groups"),
     ("[residual, {downsample: [1, 2, 3]}]", "downsample"),
     ("residual_please", "unknown block"),
+    ("[proj_out, {out_channels: 8, num_groups: 0}]", "num_groups must be >= 1"),
 ])
 def test_bad_blocks_name_the_block_and_file(tmp_path, block, needle):
     path = _write(tmp_path, f"inherit: tiny\ntokenizer:\n  enc_desc:\n    - [causal, {{out_channels: 8}}]\n"

@@ -286,6 +286,10 @@ class ProjOutSpec(BlockSpec):
     num_groups: int = 1
     pad_mode: PadMode = "replicate"
 
+    def check(self) -> None:
+        super().check()
+        _require_at_least_one("num_groups", self.num_groups)
+
 
 BLOCKS: dict[str, type[BlockSpec]] = {cls.name: cls for cls in (
     CausalConvSpec, ResidualSpec, DownsampleSpec, UpsampleSpec, SpaceUpsampleSpec,
