@@ -148,9 +148,7 @@ class LatentActionModel(nn.Module, Checkpointable):
             x = self.encoder_in(rearrange(frames, "b c t h w -> (b t) c h w"))  # (B*T, S, D)
             x = rearrange(x, "(b t) s d -> b t s d", b=B)
         else:
-            p = self.config.patch_size
-            patches = rearrange(frames, "b c t (h p1) (w p2) -> b t (h w) (p1 p2 c)", p1=p, p2=p)
-            x = self.encoder_in(patches)  # (B, T, S, D)
+            x = self.encoder_in(self._patches(frames))  # (B, T, S, D)
         x = x + self._positions(video).to(x.dtype)
         if self.config.pooling == "token":
             B, T = x.shape[:2]
