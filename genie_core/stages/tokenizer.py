@@ -1,9 +1,11 @@
 """The video tokenizer's training stage (Genie §2.1 and MagViT-2 §3): reconstruction, quantiser,
 perceptual and GAN losses from ``VideoTokenizer.generator_loss``; the discriminator trains with its
-own optimiser from ``train.tokenizer.disc_start_step`` on; validation scores PSNR, SSIM and
-codebook usage on held-out clips."""
+own optimiser from ``train.tokenizer.disc_start_step`` on; validation scores PSNR, SSIM,
+codebook usage and token stability on held-out clips."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -91,7 +93,7 @@ class TokenizerStage(Stage):
                    "codebook_usage": float(usage), "perplexity": float(perplexity)}
         if model.time_downsample == 1:  # one token frame per video frame: ids comparable in time
             stability = token_stability(torch.cat(frames), torch.cat(ids))
-            if stability == stability:  # NaN when no patch stayed still
+            if not math.isnan(stability):  # NaN when no patch stayed still
                 metrics["token_stability"] = stability
         return metrics
 
