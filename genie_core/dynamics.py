@@ -50,15 +50,25 @@ def join_ids(digits: list[Tensor], group_bits: tuple[int, ...]) -> Tensor:
 
 
 def random_future_mask(shape: tuple[int, ...], rate_min: float, rate_max: float,
-                       generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
+                       generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+                       clean_history: float = 0.0) -> Tensor:
     """Bool (B, T, h, w): frames after the first masked i.i.d. at a per-sample rate ~ U(min, max)
-    (Genie §2.1). At least one token per sample is masked so every sample has a target."""
+    (Genie §2.1). With probability ``clean_history`` a sample instead keeps every frame before a
+    random cut k in [1, T) clean and masks only frames k.. at its rate (what play sees: a known
+    past, an unknown next frame). At least one token per sample is masked so every sample has a
+    target."""
     B, T = shape[0], shape[1]
     gen_device = generator.device if generator is not None else torch.device("cpu")
     rate = rate_min + (rate_max - rate_min) * torch.rand(B, generator=generator, device=gen_device)
     u = torch.rand(shape, generator=generator, device=gen_device)
     mask = u < rate.view(B, *([1] * (len(shape) - 1)))
     mask[:, 0] = False
+    if clean_history > 0:
+        clean = torch.rand(B, generator=generator, device=gen_device) < clean_history
+        cut = torch.randint(1, T, (B,), generator=generator, device=gen_device)
+        keep = clean[:, None] & (torch.arange(T, device=gen_device)[None, :] < cut[:, None])  # (B, T)
+        mask &= ~keep.view(B, T, *([1] * (len(shape) - 2)))
+        u = torch.where(keep.view(B, T, *([1] * (len(shape) - 2))), torch.ones_like(u), u)
     # The per-sample most-likely-masked future token is always masked (guards tiny rates/shapes).
     flat = rearrange(u[:, 1:], "b t h w -> b (t h w)")
     first = flat.argmin(dim=1)
@@ -68,16 +78,20 @@ def random_future_mask(shape: tuple[int, ...], rate_min: float, rate_max: float,
     return mask.to(device)
 
 
-def masked_cross_entropy(logits: list[Tensor], targets: Tensor,
-                         group_bits: tuple[int, ...]) -> tuple[Tensor, dict[str, float]]:
-    """Sum over bit groups of the mean CE of group logits (N, V_g) against the ORIGINAL ids (N,).
+def masked_cross_entropy(logits: list[Tensor], targets: Tensor, group_bits: tuple[int, ...],
+                         weight: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+    """Sum over bit groups of the mean CE of group logits (N, V_g) against the ORIGINAL ids (N,),
+    weighted per position by ``weight`` (N,) when given (a weighted mean).
 
     Metrics: ``loss``, ``token_acc`` (every group right) and ``ce_g{i}`` per group.
     """
     digits = split_ids(targets, group_bits)
     total, correct, metrics = 0.0, torch.ones_like(targets, dtype=torch.bool), {}
     for i, (lg, digit) in enumerate(zip(logits, digits)):
-        ce = F.cross_entropy(lg.float(), digit)
+        if weight is None:
+            ce = F.cross_entropy(lg.float(), digit)
+        else:
+            ce = (F.cross_entropy(lg.float(), digit, reduction="none") * weight).sum() / weight.sum()
         total = total + ce
         correct &= lg.argmax(-1) == digit
         if len(logits) > 1:
@@ -103,14 +117,21 @@ class DynamicsModel(nn.Module, Checkpointable):
         D, (h, w) = cfg.model_dim, cfg.token_size
         self.token_emb = nn.ModuleList(nn.Embedding(2 ** b, D) for b in self.group_bits)
         self.mask_emb = nn.Parameter(torch.zeros(D))
-        self.pos_emb = nn.Parameter(torch.zeros(h * w, D))  # learned spatial positions
+        learned = cfg.spatial_positions in ("learned", "both")
+        # Learned spatial positions (a zero buffer when the positions are rotary only).
+        if learned:
+            self.pos_emb = nn.Parameter(torch.zeros(h * w, D))
+        else:
+            self.register_buffer("pos_emb", torch.zeros(h * w, D), persistent=False)
         self.action_emb = nn.Embedding(cfg.num_actions + 1, D)  # last row: "no action" (frame 0)
-        self.transformer = STTransformer(D, cfg.depth, cfg.heads, cfg.qk_norm, cfg.ffw_mult)
+        grid = (h, w) if cfg.spatial_positions in ("rotary", "both") else None
+        self.transformer = STTransformer(D, cfg.depth, cfg.heads, cfg.qk_norm, cfg.ffw_mult, grid=grid)
         self.head = nn.Linear(D, sum(2 ** b for b in self.group_bits))
         for emb in (*self.token_emb, self.action_emb):
             nn.init.normal_(emb.weight, std=0.02)
         nn.init.normal_(self.mask_emb, std=0.02)
-        nn.init.normal_(self.pos_emb, std=0.02)
+        if learned:
+            nn.init.normal_(self.pos_emb, std=0.02)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
@@ -182,10 +203,16 @@ class DynamicsModel(nn.Module, Checkpointable):
              generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         """MaskGIT training loss on clean ids (B, T, h, w): mask future frames at a rate ~ U(0.5, 1),
         cross-entropy against the original ids at the masked positions only."""
-        mask = random_future_mask(tuple(ids.shape), self.config.mask_rate_min, self.config.mask_rate_max,
-                                  generator, ids.device)
+        cfg = self.config
+        mask = random_future_mask(tuple(ids.shape), cfg.mask_rate_min, cfg.mask_rate_max,
+                                  generator, ids.device, clean_history=cfg.clean_history)
         logits = self(ids.masked_fill(mask, MASK_ID), actions, select=mask)
-        return masked_cross_entropy(logits, ids[mask], self.group_bits)
+        weight = None
+        if cfg.changed_weight != 1.0:
+            changed = torch.zeros_like(mask)
+            changed[:, 1:] = ids[:, 1:] != ids[:, :-1]
+            weight = 1.0 + (cfg.changed_weight - 1.0) * changed[mask].float()
+        return masked_cross_entropy(logits, ids[mask], self.group_bits, weight)
 
     # ---- frame-by-frame generation -----------------------------------------------------
     def new_cache(self) -> KVCache:

@@ -68,8 +68,10 @@ def paired_dynamics_config(cfg: DynamicsConfig, tokenizer: Any, lam: Any,
     s = tokenizer.space_downsample
     if H % s or W % s:
         raise GenieError(f"frame size {H}x{W} is not a multiple of the tokenizer's downsampling {s}")
+    # Latent actions come from the LAM; true actions are the game's (the stage counts them).
+    num_actions = lam.num_actions if cfg.action_source == "latent" else cfg.num_actions
     return dataclasses.replace(cfg, code_bits=tokenizer.code_bits, token_size=(H // s, W // s),
-                               num_actions=lam.num_actions)
+                               num_actions=num_actions)
 
 
 def load_part(path: Any, part: str, device: str | torch.device = "cpu") -> nn.Module:
@@ -190,7 +192,18 @@ class World(nn.Module, Checkpointable):
 
     @property
     def num_actions(self) -> int:
-        return self.lam.num_actions
+        """Actions the world takes: the LAM's latent codes, or the game's true actions."""
+        return self.dynamics.num_actions
+
+    @property
+    def action_source(self) -> str:
+        """"latent" (the LAM's codes, Genie) or "true" (trained on the game's own actions)."""
+        return self.dynamics.config.action_source
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        """Names of the actions where the training data gave them (true actions), else ()."""
+        return self.dynamics.config.action_names
 
     # ---- pixels <-> model ------------------------------------------------------------------
     def _frames_in(self, frames: Any) -> np.ndarray:

@@ -15,6 +15,8 @@ from typing import Literal
 
 Schedule = Literal["cosine", "linear", "square", "sqrt"]
 Unmask = Literal["confidence", "random"]
+SpatialPositions = Literal["learned", "rotary", "both"]
+ActionSource = Literal["latent", "true"]
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,13 @@ class DynamicsConfig:
     # What the model is paired with (filled from the tokenizer / LAM / data by the stage).
     code_bits: int = 10  # ids are in [0, 2**code_bits): the LFQ tokenizer's total bits
     token_size: tuple[int, int] = (4, 4)  # (h, w) tokens per frame
-    num_actions: int = 8  # the LAM's codebook size
+    num_actions: int = 8  # the LAM's codebook size (or the game's action count with true actions)
     context_frames: int = 16  # frames a generated frame attends to, itself included
+    # "latent": the LAM's actions (Genie); "true": the sidecars' ground-truth actions, an oracle
+    # that separates a LAM failure from a dynamics failure and gives a world driven by the
+    # game's own actions (named by ``action_names`` where the data gives names).
+    action_source: ActionSource = "latent"
+    action_names: tuple[str, ...] = ()
 
     # The transformer (Genie's CoinRun dynamics: 12 layers x 512).
     model_dim: int = 256
@@ -52,6 +59,9 @@ class DynamicsConfig:
     heads: int = 4
     qk_norm: bool = True
     ffw_mult: float = 4.0
+    # Positions in spatial attention: a learned table per token, 2-D rotary (relative offsets:
+    # one motion rule at every position), or both.
+    spatial_positions: SpatialPositions = "learned"
 
     # Factorised vocabulary: ids split into groups of at most this many bits, each with its own
     # input embedding (summed) and softmax head (losses summed): 18 bits -> two 512-way heads.
@@ -60,6 +70,14 @@ class DynamicsConfig:
     # Training mask (Genie §2.1): frames after the first, Bernoulli at a rate ~ U(min, max).
     mask_rate_min: float = 0.5
     mask_rate_max: float = 1.0
+    # Share of training samples whose history is clean: frames before a random cut k >= 1 are
+    # left unmasked (as in play, where every past frame is known) and frames from k on are
+    # masked at the sample's rate. 0 is the paper's scheme.
+    clean_history: float = 0.0
+    # Loss weight of positions whose token differs from the previous frame's (1: plain mean).
+    # On mostly static scenes copying the last frame is right at most positions; this weight
+    # keeps the motion from drowning in them.
+    changed_weight: float = 1.0
 
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
@@ -80,6 +98,15 @@ class DynamicsConfig:
             raise ValueError(f"head size {self.model_dim // self.heads} must be even (rotary positions)")
         if not 1 <= self.max_group_bits <= 16:
             raise ValueError(f"max_group_bits must be in [1, 16], got {self.max_group_bits}")
+        if not 0.0 <= self.clean_history <= 1.0:
+            raise ValueError(f"clean_history must be in [0, 1], got {self.clean_history}")
+        if self.changed_weight <= 0:
+            raise ValueError(f"changed_weight must be > 0, got {self.changed_weight}")
+        if self.spatial_positions != "learned" and (self.model_dim // self.heads) % 4:
+            raise ValueError(f"spatial_positions={self.spatial_positions!r} needs a head size divisible by 4, "
+                             f"got {self.model_dim // self.heads}")
+        if self.action_names and len(self.action_names) != self.num_actions:
+            raise ValueError(f"{len(self.action_names)} action_names for num_actions={self.num_actions}")
         if not 0.0 < self.mask_rate_min <= self.mask_rate_max <= 1.0:
             raise ValueError(f"need 0 < mask_rate_min <= mask_rate_max <= 1, got "
                              f"{self.mask_rate_min}, {self.mask_rate_max}")

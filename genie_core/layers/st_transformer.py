@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-__all__ = ["STTransformer", "STBlock", "KVCache", "LayerCache", "rotary_angles", "apply_rotary", "linear2d"]
+__all__ = ["STTransformer", "STBlock", "KVCache", "LayerCache", "rotary_angles", "apply_rotary", "grid_angles",
+           "apply_grid_rotary", "linear2d"]
 
 
 # ----------------------------------------------------------------------------- rotary positions
@@ -41,11 +42,36 @@ def _frame_angles(start: int, count: int, head_dim: int, device: torch.device) -
         return rotary_angles(torch.arange(start, start + count, device=device), head_dim)
 
 
+@functools.lru_cache(maxsize=64)
+def _grid_angles_cached(height: int, width: int, head_dim: int, device: torch.device) -> tuple[Tensor, ...]:
+    with torch.inference_mode(False), torch.no_grad():
+        return grid_angles(height, width, head_dim, device)
+
+
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate x (..., T, Dh) pairwise (half-split layout) by angles cos/sin (T, Dh/2)."""
     x1, x2 = x.float().chunk(2, dim=-1)
     out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
     return out.to(x.dtype)
+
+
+def grid_angles(height: int, width: int, head_dim: int, device: torch.device | str = "cpu") -> tuple[Tensor, ...]:
+    """2-D rotary angles for an (height x width) grid in row-major order: (cos_row, sin_row,
+    cos_col, sin_col), each (height * width, head_dim // 4). The first half of a head rotates by
+    the row, the second by the column, so q.k depends only on the offset between two tokens:
+    "the sprite moves one token left" is then one rule at every position."""
+    if head_dim % 4:
+        raise ValueError(f"2-D rotary positions need a head size divisible by 4, got {head_dim}")
+    rows = torch.arange(height, device=device).repeat_interleave(width)
+    cols = torch.arange(width, device=device).repeat(height)
+    return (*rotary_angles(rows, head_dim // 2), *rotary_angles(cols, head_dim // 2))
+
+
+def apply_grid_rotary(x: Tensor, angles: tuple[Tensor, ...]) -> Tensor:
+    """Rotate x (..., S, Dh) by grid_angles (row angles on the first half of Dh, column on the second)."""
+    cos_r, sin_r, cos_c, sin_c = angles
+    xr, xc = x.chunk(2, dim=-1)
+    return torch.cat((apply_rotary(xr, cos_r, sin_r), apply_rotary(xc, cos_c, sin_c)), dim=-1)
 
 
 # ----------------------------------------------------------------------------- KV cache
@@ -213,12 +239,15 @@ class Attention(nn.Module):
 
 
 class SpatialAttention(Attention):
-    """Full attention among the S tokens of each frame; x (B, T, S, D)."""
+    """Full attention among the S tokens of each frame; x (B, T, S, D). ``grid`` (grid_angles)
+    adds 2-D rotary positions to queries and keys."""
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, grid: tuple[Tensor, ...] | None = None) -> Tensor:
         B = x.shape[0]
         # SDPA's fused CPU kernel takes 4-D inputs only (5-D falls back to the math path).
         q, k, v = (rearrange(t, "b t h s d -> (b t) h s d") for t in self.project(x))
+        if grid is not None:
+            q, k = apply_grid_rotary(q, grid), apply_grid_rotary(k, grid)
         y = rearrange(F.scaled_dot_product_attention(q, k, v), "(b t) h s d -> b t h s d", b=B)
         return self.out(y)
 
@@ -295,8 +324,8 @@ class STBlock(nn.Module):
         self.ffw = FeedForward(dim, ffw_mult)
 
     def forward(self, x: Tensor, start: int = 0, cache: LayerCache | None = None,
-                window: int | None = None, update: bool = True) -> Tensor:
-        x = x + self.spatial(self.norm_spatial(x))
+                window: int | None = None, update: bool = True, grid: tuple[Tensor, ...] | None = None) -> Tensor:
+        x = x + self.spatial(self.norm_spatial(x), grid)
         x = x + self.temporal(self.norm_temporal(x), start, cache, window, update)
         x = x + self.ffw(self.norm_ffw(x))
         return x
@@ -315,9 +344,14 @@ class STTransformer(nn.Module):
     untouched (MaskGIT refines one frame several times before committing it).
     """
 
-    def __init__(self, dim: int, depth: int, heads: int, qk_norm: bool = False, ffw_mult: float = 4.0) -> None:
+    def __init__(self, dim: int, depth: int, heads: int, qk_norm: bool = False, ffw_mult: float = 4.0,
+                 grid: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.dim, self.depth, self.heads = dim, depth, heads
+        # (h, w): 2-D rotary positions in spatial attention over an h x w grid of S = h * w tokens.
+        self.grid = tuple(grid) if grid is not None else None
+        if self.grid is not None and (dim // heads) % 4:
+            raise ValueError(f"2-D rotary positions need a head size divisible by 4, got {dim // heads}")
         self.blocks = nn.ModuleList(STBlock(dim, heads, qk_norm, ffw_mult) for _ in range(depth))
         self.norm_out = nn.LayerNorm(dim)
         self.apply(self._init_weights)
@@ -333,6 +367,13 @@ class STTransformer(nn.Module):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
+    def _grid_angles(self, x: Tensor) -> tuple[Tensor, ...] | None:
+        if self.grid is None:
+            return None
+        if x.shape[2] != self.grid[0] * self.grid[1]:
+            raise ValueError(f"expected {self.grid[0]} x {self.grid[1]} tokens per frame, got {x.shape[2]}")
+        return _grid_angles_cached(*self.grid, self.dim // self.heads, x.device)
+
     def new_cache(self, window: int | None = None) -> KVCache:
         """An empty cache keeping at most ``window`` past frames (None: unbounded)."""
         if window is not None and window < 1:
@@ -344,15 +385,16 @@ class STTransformer(nn.Module):
         if x.ndim != 4:
             raise ValueError(f"STTransformer expects (B, T, S, D), got shape {tuple(x.shape)}")
         x = x.contiguous()
+        grid = self._grid_angles(x)
         if cache is None:
             for block in self.blocks:
-                x = block(x, 0, None, window)
+                x = block(x, 0, None, window, grid=grid)
             return self.norm_out(x)
         if cache.spatial and cache.spatial != x.shape[2]:
             raise ValueError(f"cache holds {cache.spatial} tokens per frame, input has {x.shape[2]}")
         win = cache.window if window is None else window
         for i, block in enumerate(self.blocks):
-            x = block(x, cache.position, cache.layer(i), win, update_cache)
+            x = block(x, cache.position, cache.layer(i), win, update_cache, grid=grid)
         if update_cache:
             cache.position += x.shape[1]
             cache.spatial = x.shape[2]

@@ -6,6 +6,7 @@ stage has trained, ``RUN/world.safetensors`` bundles tokenizer, LAM and dynamics
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -64,13 +65,40 @@ class DynamicsStage(Stage):
         lam_res = self.lam.config.resolution
         if lam_res is not None and tuple(lam_res) != self.resolution:
             raise GenieError(f"{lam_path}: the LAM was trained at {tuple(lam_res)}, the data is {self.resolution}")
-        self.dyn_cfg = paired_dynamics_config(self.cfg.dynamics, self.tokenizer, self.lam, self.resolution)
         self.cache = data.cache
+        dyn = self.cfg.dynamics
+        if dyn.action_source == "true":
+            dyn = self._true_action_config(dyn)
+        self.dyn_cfg = paired_dynamics_config(dyn, self.tokenizer, self.lam, self.resolution)
         self.tokens = torch.from_numpy(self._token_table(tok_path))  # (N, h, w) int32
-        # Latent actions of stride-1 neighbours; clips with a frame stride take them per batch.
+        # Actions of stride-1 neighbours; clips with a frame stride take them per batch.
         self.actions = None
-        if self.cfg.data.frame_stride == 1:
+        if dyn.action_source == "true":
+            self.actions = torch.from_numpy(self._true_action_table())
+        elif self.cfg.data.frame_stride == 1:
             self.actions = torch.from_numpy(self._action_table(lam_path))  # (N,) int64
+
+    def _true_action_config(self, dyn: Any) -> Any:
+        """The oracle: the sidecars' true actions drive the model; their count comes from the data
+        (or from ``dynamics.action_names`` when the preset names them)."""
+        if self.cfg.data.frame_stride != 1:
+            raise GenieError("dynamics.action_source=true needs data.frame_stride=1")
+        missing = [v.path for v in self.cache.videos if v.actions is None]
+        if missing:
+            raise GenieError(f"dynamics.action_source=true needs true actions in every video's sidecar; "
+                             f"{len(missing)} have none (e.g. {missing[0]})")
+        top = max(max(v.actions) for v in self.cache.videos)
+        count = len(dyn.action_names) or top + 1
+        if top >= count:
+            raise GenieError(f"the sidecars hold action {top}, dynamics.action_names names only {count}")
+        return dataclasses.replace(dyn, num_actions=count)
+
+    def _true_action_table(self) -> np.ndarray:
+        """The sidecars' true action at every frame of the frame cache, (N,) int64 (-1 unknown)."""
+        table = np.full(len(self.cache.frames), -1, np.int64)
+        for video in self.cache.videos:
+            table[video.offset: video.offset + video.num_frames] = np.asarray(video.actions, np.int64)
+        return table
 
     def _token_table(self, tok_path: Path) -> np.ndarray:
         """Ids of every frame of the frame cache, (N, h, w) int32, from per-video token files
@@ -166,27 +194,43 @@ class DynamicsStage(Stage):
 
     def evaluate(self, model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
         """Masked-token loss/accuracy (fixed masks) and one-step generation: the last frame of each
-        clip from the others with the LAM's action and with a random one (PSNR, token accuracy)."""
+        clip from the others, with the clip's action and with a random one, both sampled from the
+        same seed (PSNR, token accuracy). Token accuracy stands beside its trivial baseline, the
+        copy level (the last frame's tokens equal the one before), and is also reported where the
+        token changes (``next_token_acc_changed``): a model that only copies scores 0 there."""
         g = torch.Generator().manual_seed(0)
         sums: dict[str, float] = {}
-        count = 0
-        for batch in batches:
+        weights: dict[str, float] = {}
+
+        def add(key: str, value: float, weight: float) -> None:
+            sums[key] = sums.get(key, 0.0) + value * weight
+            weights[key] = weights.get(key, 0.0) + weight
+
+        for i, batch in enumerate(batches):
             ids, actions = self._batch_inputs(batch)
             B = ids.shape[0]
             _, m = model.loss(ids, actions, generator=g)
+            for k, v in m.items():
+                add(k, v, B)
             real = (to_model(batch["frames"][:, -1:]) + 1) / 2  # (B, 3, 1, H, W) in [0, 1]
             random = torch.randint(0, model.num_actions, (B,), generator=g).to(self.device)
+            target, prev = ids[:, -1], ids[:, -2]
+            changed = target != prev
+            add("next_copy_acc", float((prev == target).float().mean()), B)
             cache = model.prefill(ids[:, :-1], actions[:, :-1])
+            psnrs = {}
             for name, act in (("", actions[:, -1]), ("_random", random)):
-                new = model.generate_next(cache.copy(), act, generator=g)  # (B, h, w)
+                seed = torch.Generator().manual_seed(1000 + i)  # the same sampling noise for both
+                new = model.generate_next(cache.copy(), act, generator=seed)  # (B, h, w)
                 frame = self._decode_last(torch.cat((ids[:, :-1], new[:, None]), dim=1))
-                m[f"next_psnr{name}"] = float(psnr(frame, real).mean())
-                m[f"next_token_acc{name}"] = float((new == ids[:, -1]).float().mean())
-            m["next_delta_psnr"] = m["next_psnr"] - m["next_psnr_random"]
-            for k, v in m.items():
-                sums[k] = sums.get(k, 0.0) + v * B
-            count += B
-        return {k: v / count for k, v in sums.items()}
+                psnrs[name] = float(psnr(frame, real).mean())
+                add(f"next_psnr{name}", psnrs[name], B)
+                hit = new == target
+                add(f"next_token_acc{name}", float(hit.float().mean()), B)
+                if changed.any():
+                    add(f"next_token_acc_changed{name}", float(hit[changed].float().mean()), float(changed.sum()))
+            add("next_delta_psnr", psnrs[""] - psnrs["_random"], B)
+        return {k: v / weights[k] for k, v in sums.items()}
 
     def _decode_last(self, ids: torch.Tensor, context: int = 4) -> torch.Tensor:
         """The last frame of ids (B, T, h, w), decoded from its last ``context`` frames: (B, 3, 1, H, W) in [0, 1]."""
