@@ -94,6 +94,10 @@ def decode(inputs: Tensor, generator: torch.Generator | None, tokens_to_logits: 
     (``"random"``) so that a fraction ``schedule(step / steps)`` of the initially masked positions
     stays masked; the last round keeps everything. ``choice_temperature`` adds MaskGIT's
     Gumbel noise to the confidences, annealed linearly to 0 over the rounds.
+
+    Every round but the last fixes at least one token, so ``steps`` is capped at the largest
+    number of masked positions in a row: more rounds than that would only redraw the same last
+    token, and ``steps`` beyond it gives exactly the result of the cap.
     """
     if inputs.ndim != 2:
         raise ValueError(f"decode expects (B, N) ids, got shape {tuple(inputs.shape)}")
@@ -105,6 +109,7 @@ def decode(inputs: Tensor, generator: torch.Generator | None, tokens_to_logits: 
     tokens = inputs.clone()
     unknown = inputs == MASK_ID  # (B, N)
     num_unknown = unknown.sum(-1)  # (B,)
+    steps = min(steps, max(1, int(num_unknown.max())) if unknown.numel() else 1)
     for step in range(steps):
         masked = tokens == MASK_ID
         if not masked.any():

@@ -133,3 +133,32 @@ def test_schedules_run_from_one_to_zero() -> None:
         assert mask_schedule(name, 1.0) == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(ValueError):
         decode(_inputs(), None, lambda t: _fixed_logits(), schedule="nope")
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+@pytest.mark.parametrize("unmask,choice_temperature", [("confidence", 0.0), ("confidence", 2.0), ("random", 0.0)])
+def test_steps_beyond_the_masked_count_change_nothing(schedule: str, unmask: str,
+                                                      choice_temperature: float) -> None:
+    """More rounds than masked tokens cannot fix more tokens: the result (and the work) of any
+    larger ``steps`` is that of ``steps`` = the largest masked count of a row."""
+    inputs = _inputs()
+    most = int((inputs == MASK_ID).sum(-1).max())
+    weights = torch.randn(V, V, generator=torch.Generator().manual_seed(3))
+
+    def run(steps: int) -> tuple[torch.Tensor, int]:
+        calls = []
+
+        def fn(tokens: torch.Tensor) -> torch.Tensor:  # logits depend on the tokens known so far
+            calls.append(1)
+            known = torch.nn.functional.one_hot(tokens.clamp(min=0), V).float() * (tokens >= 0)[..., None]
+            return known.mean(1, keepdim=True) @ weights + _fixed_logits()
+
+        out = decode(inputs, torch.Generator().manual_seed(5), fn, steps=steps, schedule=schedule,
+                     unmask=unmask, choice_temperature=choice_temperature)
+        return out, len(calls)
+
+    capped, calls = run(most)
+    for steps in (most + 1, 3 * most, 100_000):
+        out, more_calls = run(steps)
+        assert torch.equal(out, capped), steps
+        assert more_calls == calls <= most
