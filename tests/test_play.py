@@ -192,7 +192,11 @@ class Pty:
         self.output = b""
         self.initial_modes = termios.tcgetattr(self.master)  # the pty's settings (shared by both ends)
 
-    def read_until(self, needle: bytes, timeout: float = 60) -> bool:
+    # Guards against a hang only: every wait ends as soon as its event happens, so the bound is
+    # generous enough for any machine load and never what a passing test waits for.
+    GUARD_S = 600.0
+
+    def read_until(self, needle: bytes, timeout: float = GUARD_S) -> bool:
         """Read until ``needle`` appears after what was read so far (or EOF / timeout)."""
         start, end = len(self.output), time.monotonic() + timeout
         while time.monotonic() < end:
@@ -214,13 +218,28 @@ class Pty:
         os.write(self.master, key.encode())
         assert self.read_until(expect), (key, self.output[-400:])
 
-    def finish(self, timeout: float = 30) -> int:
-        self.read_until(b"\x00never", timeout=0.5)  # drain
-        code = self.proc.wait(timeout=timeout)
-        self.read_until(b"\x00never", timeout=0.2)
+    def finish(self, timeout: float = GUARD_S) -> int:
+        """Wait for the process to exit, reading its output all the while (a child blocked on a
+        full terminal buffer would otherwise never exit); then read what is left."""
+        end = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < end:
+            ready, _, _ = select.select([self.master], [], [], 0.1)
+            if ready and not self._read_some():
+                break
+        code = self.proc.wait(timeout=max(1.0, end - time.monotonic()))
+        while select.select([self.master], [], [], 0)[0] and self._read_some():
+            pass
         self.final_modes = termios.tcgetattr(self.master)
         os.close(self.master)
         return code
+
+    def _read_some(self) -> bool:
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            return False
+        self.output += data
+        return bool(data)
 
 
 def test_interactive_play_through_a_pty(world_file: Path, prompt_png: Path, tmp_path: Path) -> None:
