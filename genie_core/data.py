@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -62,19 +63,28 @@ def cache_key(folder: Path, videos: list[Path], resolution: tuple[int, int]) -> 
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def _cache_root(folder: Path) -> Path:
-    """``DATA/.genie_cache`` when the data folder is writable, else a per-folder user cache."""
+def _cache_root(folder: Path, warn: Warn = _stderr) -> Path:
+    """``DATA/.genie_cache`` when the data folder is writable, else a per-folder user cache.
+    A ``.genie_cache`` that is a symlink is never written or deleted through: the user cache
+    is used instead."""
     root = folder / CACHE_DIRNAME
     try:
-        root.mkdir(exist_ok=True)
-        if os.access(root, os.W_OK):
-            return root
+        if root.is_symlink():
+            warn(f"{root} is a symlink; not writing through it (caching under $GENIE_CACHE_DIR)")
+        else:
+            root.mkdir(exist_ok=True)
+            if os.access(root, os.W_OK):
+                return root
     except OSError:
         pass
     base = Path(os.environ.get("GENIE_CACHE_DIR", Path.home() / ".cache" / "genie"))
     root = base / hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:16]
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def _is_int(value: object, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 def read_sidecar_actions(video: Path, num_frames: int, warn: Warn) -> tuple[tuple[int, ...] | None, str | None]:
@@ -91,8 +101,8 @@ def read_sidecar_actions(video: Path, num_frames: int, warn: Warn) -> tuple[tupl
         raw = data.get(key) if isinstance(data, dict) else None
         if raw is None:
             continue
-        if not isinstance(raw, list) or not all(isinstance(a, int) and not isinstance(a, bool) for a in raw):
-            warn(f"{sidecar}: '{key}' is not a list of integers, ignored")
+        if not isinstance(raw, list) or not all(_is_int(a, -1) and a < 2 ** 31 for a in raw):
+            warn(f"{sidecar}: '{key}' is not a list of integers in [-1, 2**31), ignored")
             return None, None
         if len(raw) < num_frames - 1:
             warn(f"{sidecar}: {len(raw)} actions for {num_frames} frames, ignored")
@@ -137,12 +147,50 @@ def _build(folder: Path, videos: list[Path], resolution: tuple[int, int], dest: 
     (dest / "index.json").write_text(json.dumps(index))
 
 
+class DamagedCache(Exception):
+    """A cache folder whose index or frame file is unreadable or inconsistent (rebuilt)."""
+
+
+def _read_index(root: Path, resolution: tuple[int, int] | None) -> dict:
+    """``root/index.json``, checked against itself and the size of ``root/frames.u8``."""
+    if root.is_symlink():
+        raise DamagedCache("a symlink")
+    try:
+        index = json.loads((root / "index.json").read_text())
+        res = tuple(index["resolution"])
+        if index["version"] != CACHE_VERSION or len(res) != 2 or not all(_is_int(n, 1) for n in res):
+            raise ValueError("bad version or resolution")
+        if resolution is not None and res != tuple(resolution):
+            raise ValueError(f"resolution {res} instead of {tuple(resolution)}")
+        offset = 0
+        for v in index["videos"]:
+            actions = v["actions"]
+            if not (isinstance(v["path"], str) and v["offset"] == offset and _is_int(v["num_frames"], 1)):
+                raise ValueError(f"bad entry for {v.get('path')!r}")
+            if actions is not None and not (isinstance(actions, list) and len(actions) == v["num_frames"]
+                                            and all(_is_int(a, -1) for a in actions)):
+                raise ValueError(f"bad actions for {v['path']!r}")
+            offset += v["num_frames"]
+        if not index["videos"] or index["total_frames"] != offset:
+            raise ValueError("frame count does not add up")
+        if not all(isinstance(x, list) and len(x) == 2 for x in index["skipped"]):
+            raise ValueError("bad list of skipped files")
+        frames = root / "frames.u8"
+        expected = offset * res[0] * res[1] * 3
+        if frames.is_symlink() or not frames.is_file() or frames.stat().st_size != expected:
+            raise ValueError(f"frames.u8 is not {expected} bytes (truncated or missing)")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DamagedCache(f"index.json: {detail}" if isinstance(err, json.JSONDecodeError) else detail) from None
+    return index
+
+
 class FrameCache:
     """Every readable video of a folder as one memory-mapped uint8 array (N, H, W, 3)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, resolution: tuple[int, int] | None = None) -> None:
         self.root = root
-        index = json.loads((root / "index.json").read_text())
+        index = _read_index(root, resolution)
         self.resolution = tuple(index["resolution"])
         self.skipped = [tuple(s) for s in index["skipped"]]
         self.videos = [VideoEntry(v["path"], v["offset"], v["num_frames"],
@@ -155,6 +203,13 @@ class FrameCache:
     @property
     def has_actions(self) -> bool:
         return all(v.actions is not None for v in self.videos)
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of what training sees of the data: resolution, files, frame counts, actions (not
+        mtimes, so a copied or touched folder still matches)."""
+        items = [[v.path, v.num_frames, v.actions] for v in self.videos]
+        return hashlib.sha1(json.dumps([list(self.resolution), items]).encode()).hexdigest()[:16]
 
     @classmethod
     def open(cls, folder: str | os.PathLike, resolution: tuple[int, int], *, warn: Warn = _stderr,
@@ -170,16 +225,24 @@ class FrameCache:
         if not videos:
             raise GenieError(f"no videos (mp4, gif, webm, avi) found in {folder}")
         key = cache_key(folder, videos, resolution)
-        root = _cache_root(folder)
+        root = _cache_root(folder, warn)
         final = root / key
-        if (final / "index.json").is_file():
-            cache = cls(final)
-            for rel, reason in cache.skipped:
-                warn(f"skipping unreadable video {folder / rel}: {reason}")
-            return cache
+        if build:
+            _remove_abandoned_builds(root)
+        if final.is_symlink() or final.exists():
+            try:
+                cache = cls(final, resolution)
+                for rel, reason in cache.skipped:
+                    warn(f"skipping unreadable video {folder / rel}: {reason}")
+                return cache
+            except DamagedCache as err:
+                if not build:
+                    raise GenieError(f"frame cache {final} is damaged ({err})") from None
+                warn(f"frame cache {final} is damaged ({err}); rebuilding it")
+                _remove(final)
         if not build:
             raise GenieError(f"no frame cache for {folder} at {resolution} (it is built by rank 0)")
-        tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=root))
+        tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-{os.getpid()}-", dir=root))
         try:
             _build(folder, videos, resolution, tmp, warn)
             try:
@@ -190,19 +253,63 @@ class FrameCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         _remove_stale(root, key, resolution)
-        return cls(final)
+        try:
+            return cls(final, resolution)
+        except DamagedCache as err:
+            raise GenieError(f"frame cache {final} could not be built ({err})") from None
+
+
+def _remove(path: Path) -> None:
+    """Delete a cache entry without following symlinks (a link is removed, never its target)."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# A build folder of a process this machine no longer runs, or (for names without a process id)
+# untouched for this long, was left by a killed build.
+_ABANDONED_AFTER_S = 24 * 3600
+
+
+def _remove_abandoned_builds(root: Path) -> None:
+    """``.build-<key>-<pid>-*`` folders whose builder is gone (killed mid-build)."""
+    for tmp in root.glob(".build-*"):
+        parts = tmp.name.split("-")
+        if len(parts) >= 4 and parts[2].isdigit():
+            alive = _process_alive(int(parts[2]))
+        else:
+            try:
+                newest = max([tmp.lstat().st_mtime, *(f.lstat().st_mtime for f in tmp.iterdir())])
+            except OSError:
+                continue
+            alive = time.time() - newest < _ABANDONED_AFTER_S
+        if not alive:
+            _remove(tmp)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists (another user's) or cannot tell: leave it
+    return True
 
 
 def _remove_stale(root: Path, keep: str, resolution: tuple[int, int]) -> None:
     """Older caches of the same folder at the same resolution (the files changed since)."""
     for other in root.iterdir():
-        if other.name == keep or other.name.startswith("."):
+        if other.name == keep or other.name.startswith(".") or other.is_symlink():
             continue
         try:
             index = json.loads((other / "index.json").read_text())
         except (OSError, ValueError):
             continue
-        if tuple(index.get("resolution", ())) == tuple(resolution):
+        if isinstance(index, dict) and tuple(index.get("resolution", ())) == tuple(resolution):
             shutil.rmtree(other, ignore_errors=True)
 
 

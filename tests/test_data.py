@@ -130,3 +130,117 @@ def test_read_only_folder_caches_elsewhere(folder, tmp_path, monkeypatch):
     cache = FrameCache.open(folder, (8, 8), warn=silent)
     assert str(cache.root).startswith(str(tmp_path / "user-cache"))
     assert FrameCache.open(folder, (8, 8), warn=silent).root == cache.root
+
+
+# ---- a damaged or hostile cache folder -------------------------------------------------------
+
+def _truncate(root: Path) -> None:
+    with open(root / "frames.u8", "r+b") as fh:
+        fh.truncate((root / "frames.u8").stat().st_size - 5)
+
+
+def _index(edit):
+    def damage(root: Path) -> None:
+        index = json.loads((root / "index.json").read_text())
+        edit(index)
+        (root / "index.json").write_text(json.dumps(index))
+    return damage
+
+
+DAMAGE = {
+    "garbage index": lambda root: (root / "index.json").write_bytes(b"\x00{not json"),
+    "index cut short": lambda root: (root / "index.json").write_text((root / "index.json").read_text()[:-9]),
+    "index not a mapping": lambda root: (root / "index.json").write_text("[1, 2]"),
+    "index missing": lambda root: (root / "index.json").unlink(),
+    "frame count off": _index(lambda ix: ix.update(total_frames=ix["total_frames"] + 1)),
+    "offsets overlap": _index(lambda ix: ix["videos"][1].update(offset=0)),
+    "actions too short": _index(lambda ix: ix["videos"][0].update(actions=[1])),
+    "frames truncated": _truncate,
+    "frames missing": lambda root: (root / "frames.u8").unlink(),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_cache_is_named_and_rebuilt(folder, damage):
+    good = FrameCache.open(folder, (8, 8), warn=silent)
+    expected, videos = np.array(good.frames), good.videos
+    DAMAGE[damage](good.root)
+    warnings: list[str] = []
+    cache = FrameCache.open(folder, (8, 8), warn=warnings.append)
+    assert any(str(good.root) in w and "damaged" in w for w in warnings), warnings
+    assert cache.videos == videos
+    np.testing.assert_array_equal(np.asarray(cache.frames), expected)
+    assert FrameCache.open(folder, (8, 8), warn=silent).root == cache.root  # and reused after
+
+
+def test_damaged_cache_without_build_is_a_one_line_error(folder):
+    good = FrameCache.open(folder, (8, 8), warn=silent)
+    _truncate(good.root)
+    with pytest.raises(GenieError, match="damaged"):
+        FrameCache.open(folder, (8, 8), warn=silent, build=False)
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_builds_left_by_killed_processes_are_removed(folder):
+    cache_root = FrameCache.open(folder, (8, 8), warn=silent).root.parent
+    dead = cache_root / f".build-0123456789abcdef-{_dead_pid()}-x1y2"
+    old = cache_root / ".build-0123456789abcdef-abcd1234"  # a build without a process id, untouched for days
+    live = cache_root / f".build-0123456789abcdef-{os.getppid()}-live"  # its builder still runs
+    recent = cache_root / ".build-fedcba9876543210-efgh5678"
+    for d in (dead, old, live, recent):
+        d.mkdir()
+        (d / "frames.u8").write_bytes(b"\0" * 10)
+    os.utime(old / "frames.u8", (1, 1))
+    os.utime(old, (1, 1))
+    FrameCache.open(folder, (8, 8), warn=silent)  # reused, and still cleaned
+    assert not dead.exists() and not old.exists()
+    assert live.is_dir() and recent.is_dir()
+
+
+def test_symlinked_cache_folder_is_not_written_or_deleted_through(folder, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("keep me")
+    victim = elsewhere / "0000000000000000"  # looks like a stale cache at the same resolution
+    victim.mkdir()
+    (victim / "index.json").write_text(json.dumps({"resolution": [8, 8]}))
+    (elsewhere / ".build-0123456789abcdef-abcd1234").mkdir()
+    os.utime(elsewhere / ".build-0123456789abcdef-abcd1234", (1, 1))
+    before = sorted(str(p.relative_to(elsewhere)) for p in elsewhere.rglob("*"))
+    (folder / CACHE_DIRNAME).symlink_to(elsewhere, target_is_directory=True)
+    monkeypatch.setenv("GENIE_CACHE_DIR", str(tmp_path / "user_cache"))
+    warnings: list[str] = []
+    cache = FrameCache.open(folder, (8, 8), warn=warnings.append)
+    assert sorted(str(p.relative_to(elsewhere)) for p in elsewhere.rglob("*")) == before
+    assert (elsewhere / "precious.txt").read_text() == "keep me"
+    assert (tmp_path / "user_cache") in cache.root.parents
+    assert any("symlink" in w and CACHE_DIRNAME in w for w in warnings)
+    assert len(cache.videos) == 3
+
+
+def test_a_cache_entry_that_is_a_symlink_is_replaced_not_followed(folder, tmp_path):
+    good = FrameCache.open(folder, (8, 8), warn=silent)
+    target = tmp_path / "target"
+    good.root.rename(target)
+    good.root.symlink_to(target, target_is_directory=True)
+    before = sorted(p.name for p in target.iterdir())
+    cache = FrameCache.open(folder, (8, 8), warn=silent)
+    assert not cache.root.is_symlink() and cache.root == good.root
+    assert sorted(p.name for p in target.iterdir()) == before  # the link's target is untouched
+
+
+@pytest.mark.parametrize("actions", [[2 ** 63, 0, 0, 0, 0, 0], [0, -2, 0, 0, 0, 0], [0, 1.5, 0, 0, 0, 0],
+                                     [2 ** 31, 0, 0, 0, 0, 0]])
+def test_sidecar_actions_out_of_range_are_ignored_with_a_warning(folder, actions):
+    (folder / "v0.json").write_text(json.dumps({"actions": actions}))
+    warnings: list[str] = []
+    cache = FrameCache.open(folder, (8, 8), warn=warnings.append)
+    assert next(v for v in cache.videos if v.path == "v0.gif").actions is None
+    assert any("v0.json" in w for w in warnings)
