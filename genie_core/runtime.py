@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator
 
 import torch
@@ -40,3 +41,30 @@ def set_threads(num_threads: int) -> None:
 def inference(device: torch.device, precision: str = "bf16") -> Iterator[None]:
     with torch.inference_mode(), autocast(device, precision):
         yield
+
+
+def valid_seed(seed: int) -> int:
+    """``seed`` when torch and numpy generators take it ([0, 2**63 - 1]), else a GenieError."""
+    from genie_core.config.train import check_seed
+
+    try:
+        return check_seed(seed)
+    except ValueError as err:
+        raise GenieError(str(err)) from None
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM on this machine, or None when the OS does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Refuse, before any work, an ask whose plain uint8 frames alone exceed this machine's RAM
+    (the models' activations need several times more)."""
+    total = physical_memory()
+    if total is not None and nbytes > total:
+        raise GenieError(f"{what} need {nbytes / 2 ** 30:.1f} GiB of frames, more than this "
+                         f"machine's {total / 2 ** 30:.1f} GiB of memory")

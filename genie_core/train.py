@@ -25,17 +25,18 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 
-from genie_core.checkpoint import atomic_path, read_checkpoint, read_metadata, save_checkpoint
+from genie_core.checkpoint import atomic_path, read_checkpoint, save_checkpoint
 from genie_core.config import GenieConfig, OptimConfig, to_dict
 from genie_core.data import ClipSet, Dataset, load_dataset
 from genie_core.distributed import Dist, StopFlag, agree, init_dist
 from genie_core.errors import GenieError
 from genie_core.optim import adamw, learning_rate, load_optimizer, optimizer_tensors
-from genie_core.runtime import autocast, set_threads
+from genie_core.resume import STATE_FILE, check_resumable, check_same_data, train_state_info, trim_metrics
+from genie_core.runtime import autocast, check_memory, set_threads
 from genie_core.stages import Stage, available_stages, get_stage
 
 Event = Callable[[dict[str, Any]], None]
-STATE_FILE, LAST_FILE = "state.safetensors", "last.safetensors"
+LAST_FILE = "last.safetensors"
 HELDOUT_FILE = "heldout.txt"  # the held-out videos, one absolute path per line
 
 
@@ -234,7 +235,7 @@ def save_run(run: Run, periodic: bool = False) -> None:
     if run.aux_opt is not None:
         tensors.update(optimizer_tensors(run.aux_opt, run.names["aux_opt"], "aux_opt"))
     info = {"stage": run.stage.name, "step": run.step, "elapsed": run.elapsed, "wall": run.wall,
-            "world_size": run.dist.world, "seed": run.cfg.train.seed}
+            "world_size": run.dist.world, "seed": run.cfg.train.seed, "data": run.data.cache.fingerprint}
     save_checkpoint(run.dir / STATE_FILE, tensors, kind="train_state", config=to_dict(run.cfg),
                     step=run.step, extra={"train_state": json.dumps(info)})
     weights = run.ema if run.ema is not None else run.model
@@ -249,7 +250,7 @@ def save_run(run: Run, periodic: bool = False) -> None:
 def resume_run(run: Run) -> None:
     """Weights, EMA, optimiser moments, step and elapsed time from ``RUN/<stage>/state.safetensors``."""
     tensors, meta = read_checkpoint(run.dir / STATE_FILE, expect_kind="train_state", device="cpu")
-    info = json.loads(meta["train_state"])
+    info = train_state_info(run.dir / STATE_FILE, meta)
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
@@ -261,12 +262,9 @@ def resume_run(run: Run) -> None:
     load_optimizer(run.opt, run.names["opt"], "opt", tensors)
     if run.aux_opt is not None:
         load_optimizer(run.aux_opt, run.names["aux_opt"], "aux_opt", tensors)
-    run.step, run.elapsed, run.wall = int(info["step"]), float(info["elapsed"]), float(info["wall"])
-    log = run.dir / "metrics.jsonl"
-    if run.dist.rank == 0 and log.is_file():  # drop lines logged after the state we resume from
-        keep = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= run.step]
-        with atomic_path(log) as tmp:
-            tmp.write_text("".join(ln + "\n" for ln in keep))
+    run.step, run.elapsed, run.wall = info["step"], info["elapsed"], info["wall"]
+    if run.dist.rank == 0:  # drop lines logged after the state we resume from
+        trim_metrics(run.dir / "metrics.jsonl", run.step, run.emit)
 
 
 # ---- the loop ---------------------------------------------------------------------------------
@@ -321,22 +319,6 @@ def run_loop(run: Run, stop_at: int | None = None) -> dict[str, float]:
 
 # ---- entry point ------------------------------------------------------------------------------
 
-def _check_resumable(cfg: GenieConfig, stage_dir: Path, stage: str) -> bool:
-    """True when the stage has a state to resume; errors for a run of another preset/model."""
-    path = stage_dir / STATE_FILE
-    if not path.is_file():
-        return False
-    meta = read_metadata(path)
-    saved = json.loads(meta["config"])
-    if saved.get("name") != cfg.name:
-        raise GenieError(f"{stage_dir.parent} was trained with preset '{saved.get('name')}', "
-                         f"not '{cfg.name}'")
-    if saved.get(stage) != to_dict(getattr(cfg, stage)):
-        raise GenieError(f"{stage_dir.parent}: the {stage} model config differs from the saved run "
-                         f"(resume with the same preset and model --set values)")
-    return True
-
-
 def resolve_stages(stage: str) -> list[str]:
     """``all`` means every registered stage in training order."""
     if stage == "all":
@@ -362,11 +344,16 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
     """
     names = resolve_stages(stage)
     run_dir, data_dir = Path(run_dir), Path(data_dir)
+    H, W = cfg.data.resolution
+    for name in names:  # one step's clips, as float32, must fit before anything else is done
+        oc = getattr(cfg.train, name)
+        check_memory(oc.batch_size * oc.grad_accum * (oc.num_frames or cfg.data.num_frames) * H * W * 3 * 4,
+                     f"train.{name}: batches of {oc.batch_size} x {oc.grad_accum} clips at {H}x{W}")
     if resume and not run_dir.is_dir():
         raise GenieError(f"--resume: no run folder at {run_dir}")
     plan = []  # (stage, resume it?)
     for name in names:
-        has_state = _check_resumable(cfg, run_dir / name, name) if run_dir.is_dir() else False
+        has_state = check_resumable(cfg, run_dir / name, name) if run_dir.is_dir() else False
         if has_state and not resume:
             raise GenieError(f"{run_dir / name} already holds a training run "
                              f"(pass --resume to continue it, or choose another --out)")
@@ -383,6 +370,9 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
         if data.cache.has_actions:
             key = data.cache.videos[0].action_key
             emit({"event": "info", "message": f"ground-truth actions from sidecars ('{key}')"})
+        for name, has_state in plan:
+            if has_state:
+                check_same_data(run_dir / name, data, d.world)
         if data.val_is_train:
             warn("no held-out videos: validating on training clips")
         results = {}

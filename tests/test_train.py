@@ -401,3 +401,89 @@ def test_torchrun_cli_two_processes(clips, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert read_metadata(out / "tokenizer" / "last.safetensors")["step"] == "3"
     assert proc.stdout.count("tokenizer:") == 1  # only rank 0 prints results
+
+
+# ---- resume: damaged logs and changed settings ------------------------------------------------
+
+def test_partial_last_metrics_line_does_not_block_resume(toy, clips, tmp_path):
+    """A crash mid-append leaves a cut-off line: resume drops it (with a warning) and continues
+    exactly as an unbroken run."""
+    cfg = toy_cfg()
+    train(cfg, clips, tmp_path / "straight", device="cpu")
+    out = tmp_path / "run"
+    train(cfg, clips, out, device="cpu", stop_at=4)
+    log = out / "tokenizer" / "metrics.jsonl"
+    with open(log, "a") as fh:
+        fh.write('{"split": "train", "step": 6, "ms')  # no newline: the process died here
+    events = []
+    train(cfg, clips, out, device="cpu", resume=True, on_event=events.append)
+    lines = [json.loads(x) for x in log.read_text().splitlines()]  # every line parses
+    assert any(e["event"] == "warning" and "metrics.jsonl" in e["message"] for e in events)
+    strip = lambda ls: [{k: v for k, v in x.items() if k not in ("time", "wall", "clips_per_s")} for x in ls]  # noqa: E731
+    straight = [json.loads(x) for x in (tmp_path / "straight" / "tokenizer" / "metrics.jsonl").read_text().splitlines()]
+    assert strip(lines) == strip(straight)
+
+
+def _changed(clips: Path, tmp_path: Path) -> dict:
+    """Ways a --resume differs from its run that would break exactness: (config, data) each."""
+    other = moving_square_clips(tmp_path / "other", count=5)
+    return {
+        "train.seed": (replace_cfg(toy_cfg(), seed=7), clips),
+        "train.tokenizer.batch_size": (toy_cfg(batch_size=3), clips),
+        "train.tokenizer.lr": (toy_cfg(lr=5e-3), clips),
+        "train.precision": (replace_cfg(toy_cfg(), precision="bf16"), clips),
+        "data.resolution": (load_preset_like(toy_cfg(), "data.resolution=[8, 8]"), clips),
+        "tokenizer.d_codebook": (load_preset_like(toy_cfg(), "tokenizer.d_codebook=6"), clips),
+        "videos in --data": (toy_cfg(), other),
+    }
+
+
+def replace_cfg(cfg: GenieConfig, **train_changes) -> GenieConfig:
+    from dataclasses import replace
+    return replace(cfg, train=replace(cfg.train, **train_changes))
+
+
+def load_preset_like(cfg: GenieConfig, override: str) -> GenieConfig:
+    from dataclasses import replace
+    changed = load_preset("tiny", [override])
+    return replace(changed, train=cfg.train)
+
+
+def test_resume_refuses_any_change_that_breaks_exactness(toy, clips, tmp_path):
+    out = tmp_path / "run"
+    train(toy_cfg(), clips, out, device="cpu", stop_at=2)
+    kept = {p: p.read_bytes() for p in (out / "config.yaml", out / "heldout.txt", out / "tokenizer" / "state.safetensors")}
+    for name, (cfg, data) in _changed(clips, tmp_path).items():
+        with pytest.raises(GenieError, match="--resume") as err:
+            train(cfg, data, out, device="cpu", resume=True)
+        message = str(err.value)
+        assert name in message and "\n" not in message, (name, message)
+        assert {p: p.read_bytes() for p in kept} == kept, name  # nothing rewritten
+    # What leaves the run exact may change: length, logging, evaluation and save intervals, threads.
+    free = replace_cfg(toy_cfg(steps=10, log_every=1, eval_every=5, save_every=5), num_threads=1)
+    train(free, clips, out, device="cpu", resume=True)
+    assert read_metadata(out / "tokenizer" / "last.safetensors")["step"] == "10"
+
+
+def test_cli_resume_with_another_seed_is_one_line_exit_2(toy, clips, tmp_path):
+    out = tmp_path / "run"
+    args = ["--preset", "tiny", "--data", str(clips), "--out", str(out), "--precision", "fp32", "--steps", "4"]
+    assert cli(*args, "--stop-after", "2").exit_code == 0
+    config = (out / "config.yaml").read_bytes()
+    result = cli(*args, "--resume", "--seed", "5")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "train.seed=0, not 5" in errors[0], result.output
+    assert (out / "config.yaml").read_bytes() == config
+
+
+def test_damaged_train_state_metadata_is_a_one_line_error(toy, clips, tmp_path):
+    out = tmp_path / "run"
+    train(toy_cfg(), clips, out, device="cpu", stop_at=2)
+    state = out / "tokenizer" / "state.safetensors"
+    meta = read_metadata(state)
+    for bad in ({"step": "abc"}, {"step": -3}, {"elapsed": "nan"}):
+        info = {**json.loads(meta["train_state"]), **bad}
+        save_file(load_file(str(state)), str(state), metadata={**meta, "train_state": json.dumps(info)})
+        with pytest.raises(GenieError, match="train_state"):
+            train(toy_cfg(), clips, out, device="cpu", resume=True)

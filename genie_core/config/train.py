@@ -5,6 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+MAX_SEED = 2 ** 63 - 1  # torch and numpy generators take seeds in [0, 2**63)
+MAX_COUNT = 2 ** 31 - 1  # steps, batch sizes and intervals: beyond this no run is real
+MAX_FRAME_SIDE = 8192  # pixels; a larger frame does not fit any model's first layer in memory
+
+
+def check_seed(seed: int, what: str = "seed") -> int:
+    """``seed`` when it is an integer in [0, MAX_SEED], else ValueError naming ``what``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{what} must be an integer in [0, 2**63 - 1], got {seed!r}")
+    return seed
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -18,12 +29,13 @@ class DataConfig:
     sample_clips: int = 4  # clips shown (original above reconstruction) in the sample PNG
 
     def __post_init__(self) -> None:
-        if min(self.resolution) < 8:
-            raise ValueError(f"resolution must be at least 8x8, got {self.resolution}")
-        if self.num_frames < 2:
-            raise ValueError(f"num_frames must be >= 2, got {self.num_frames}")
-        if self.frame_stride < 1:
-            raise ValueError(f"frame_stride must be >= 1, got {self.frame_stride}")
+        if min(self.resolution) < 8 or max(self.resolution) > MAX_FRAME_SIDE:
+            raise ValueError(f"resolution must be between 8x8 and {MAX_FRAME_SIDE}x{MAX_FRAME_SIDE}, "
+                             f"got {self.resolution}")
+        if not 2 <= self.num_frames <= MAX_COUNT:
+            raise ValueError(f"num_frames must be in [2, {MAX_COUNT}], got {self.num_frames}")
+        if not 1 <= self.frame_stride <= MAX_COUNT:
+            raise ValueError(f"frame_stride must be in [1, {MAX_COUNT}], got {self.frame_stride}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.val_clips < 1 or self.sample_clips < 1:
@@ -58,8 +70,8 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "save_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            if not 1 <= getattr(self, name) <= MAX_COUNT:
+                raise ValueError(f"{name} must be in [1, {MAX_COUNT}], got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -84,3 +96,8 @@ class TrainConfig:
     precision: Literal["bf16", "fp32"] = "bf16"
     num_threads: int = 0  # 0: torch's default
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_threads < 0:
+            raise ValueError(f"num_threads must be >= 0, got {self.num_threads}")
+        check_seed(self.seed, "seed")
