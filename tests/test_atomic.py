@@ -36,3 +36,20 @@ def test_permissions_follow_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_permissions_follow_umask_when_the_writer_recreates_the_file(tmp_path, umask, mode):
+    """A writer that replaces the temporary file with its own 0600 one (as safetensors does) still
+    leaves a final file with the umask's permissions."""
+    old = os.umask(umask)
+    try:
+        with atomic_path(tmp_path / "f.bin") as tmp:
+            tmp.unlink()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, b"x")
+            os.close(fd)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == mode
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
