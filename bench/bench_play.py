@@ -10,7 +10,9 @@ time is the wall clock of ``World.step`` (dynamics sampling + decoding the new f
 session per configuration is discarded. ``decode`` is the tokenizer's share, measured alone;
 ``render`` is drawing the frame as half-block text for an 80x24 terminal (interactive mode only).
 ``cpu`` figures are process CPU time: at 1 thread on a busy machine they estimate an idle core's
-frame time (at 2 threads they add both threads' time, spin-waiting included).
+frame time (at 2 threads they add both threads' time, spin-waiting included). ``--no-cache`` also
+times sessions that recompute each frame from the session's ids (``genie play --no-cache``): their
+frame time grows with the session until it spans the model's receptive frames.
 """
 
 from __future__ import annotations
@@ -84,15 +86,16 @@ def render_ms(world: World, reps: int = 5) -> float:
 
 
 def run_config(world: World, prompt: np.ndarray, frames: int, repeats: int, precision: str,
-               threads: int) -> dict:
+               threads: int, cache: bool = True) -> dict:
     torch.set_num_threads(threads)
     world.precision = precision
+    world.use_cache = cache
     session_times(world, prompt, min(frames, 3), seed=99)  # warm-up (allocator, autocast caches)
     runs = [session_times(world, prompt, frames, seed=r) for r in range(repeats)]
     wall, cpu = [w for w, _ in runs], [c for _, c in runs]
     at = lambda sessions, n: statistics.median(s[n - 1] for s in sessions)  # noqa: E731
     steady = lambda sessions: statistics.mean(t for s in sessions for t in s[1:])  # noqa: E731 frames 2..N
-    return {"precision": precision, "threads": threads, "repeats": repeats, "frames": frames,
+    return {"precision": precision, "threads": threads, "cache": cache, "repeats": repeats, "frames": frames,
             "ms_frame2": 1000 * at(wall, 2), f"ms_frame{frames}": 1000 * at(wall, frames),
             "ratio": at(wall, frames) / at(wall, 2), "fps": 1 / steady(wall), "ms_mean": 1000 * steady(wall),
             "cpu_ms_frame2": 1000 * at(cpu, 2), f"cpu_ms_frame{frames}": 1000 * at(cpu, frames),
@@ -109,6 +112,8 @@ def main() -> None:
     parser.add_argument("--precisions", default="bf16,fp32")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--steps", type=int, default=None, help="override MaskGIT steps (default: preset's)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="also time sessions without the KV cache (each frame recomputed)")
     parser.add_argument("--json", action="store_true", help="one JSON line per configuration")
     args = parser.parse_args()
     if args.frames < 2:
@@ -136,16 +141,17 @@ def main() -> None:
               f"tokenizer {desc['tokenizer_parameters'] / 1e6:.1f}M", flush=True)
         prompt = prompt_frame(world.resolution)
         for precision in precisions:
-            for threads in ([int(only_threads)] if only_threads else thread_counts):
+            for threads, cache in [(t, c) for t in ([int(only_threads)] if only_threads else thread_counts)
+                                   for c in ((True, False) if args.no_cache else (True,))]:
                 r = {"preset": name, "steps": world.sampling.steps,
-                     **run_config(world, prompt, args.frames, int(reps or 1), precision, threads)}
+                     **run_config(world, prompt, args.frames, int(reps or 1), precision, threads, cache)}
                 results.append(r)
                 if args.json:
                     print(json.dumps(r), flush=True)
                 else:
                     n = args.frames
                     ok = lambda x: "ok" if x <= RATIO_LIMIT else f"ABOVE {RATIO_LIMIT}"  # noqa: E731
-                    print(f"{name:8s} {precision} t{threads}: wall: frame 2 {r['ms_frame2']:7.1f} ms, frame {n} "
+                    print(f"{name:8s} {precision} t{threads}{'' if cache else ' no-cache'}: wall: frame 2 {r['ms_frame2']:7.1f} ms, frame {n} "
                           f"{r[f'ms_frame{n}']:7.1f} ms (ratio {r['ratio']:.2f} {ok(r['ratio'])}), mean "
                           f"{r['ms_mean']:7.1f} ms = {r['fps']:5.2f} fps | cpu: frame 2 {r['cpu_ms_frame2']:7.1f} "
                           f"ms, frame {n} {r[f'cpu_ms_frame{n}']:7.1f} ms (ratio {r['cpu_ratio']:.2f} "
@@ -155,7 +161,7 @@ def main() -> None:
         return
     print("\n# ratios in this run (same preset, same frame count)")
     for name in dict.fromkeys(r["preset"] for r in results):
-        rows = {(r["precision"], r["threads"]): r for r in results if r["preset"] == name}
+        rows = {(r["precision"], r["threads"]): r for r in results if r["preset"] == name and r["cache"]}
         for threads in thread_counts:
             if ("bf16", threads) in rows and ("fp32", threads) in rows:
                 f32, b16 = rows[("fp32", threads)], rows[("bf16", threads)]

@@ -215,6 +215,12 @@ class DynamicsModel(nn.Module, Checkpointable):
         return masked_cross_entropy(logits, ids[mask], self.group_bits, weight)
 
     # ---- frame-by-frame generation -----------------------------------------------------
+    @property
+    def receptive_frames(self) -> int:
+        """How many past frames can reach the next one through the banded mask: each of the
+        ``depth`` layers looks ``context_frames - 1`` frames back."""
+        return self.config.depth * (self.context_frames - 1)
+
     def new_cache(self) -> KVCache:
         """A KV cache over at most ``context_frames`` frames (the window slides past that)."""
         return self.transformer.new_cache(self.context_frames)
@@ -243,6 +249,24 @@ class DynamicsModel(nn.Module, Checkpointable):
         hidden = self.transformer(x, cache, update_cache=False)[:, 0]  # (B, S, D)
         return self.logits(rearrange(hidden, "b (h w) d -> b h w d", h=self.token_size[0]))
 
+    def recompute_logits(self, context: Tensor, context_actions: Tensor | None, ids: Tensor,
+                         action: Tensor) -> list[Tensor]:
+        """``next_logits`` without a cache: the frame right after the session's ids ``context``
+        (B, T, h, w) (from its first frame on; ``context_actions`` (B, T-1) between them), by the
+        banded forward of training over the last ``receptive_frames`` of them (earlier frames
+        cannot reach the new one), each with its real action and its own time position."""
+        self._check_ids(context)
+        B, T = context.shape[:2]
+        if context_actions is None and T > 1:
+            raise ValueError("context ids of more than one frame need context_actions (B, T-1)")
+        act = action.long()[:, None]
+        trans = act if context_actions is None else torch.cat((context_actions.long(), act), 1)
+        acts = self.frame_actions(trans, B, T + 1, context.device)  # (B, T+1): frame 0 "no action"
+        first = T - min(T, self.receptive_frames)
+        x = self.embed(torch.cat((context[:, first:], ids[:, None]), dim=1), acts[:, first:])
+        hidden = self.transformer(x, window=self.context_frames, start=first)[:, -1]  # (B, S, D)
+        return self.logits(rearrange(hidden, "b (h w) d -> b h w d", h=self.token_size[0]))
+
     def generate_next(self, context: KVCache | Tensor, action: Tensor, *,
                       context_actions: Tensor | None = None, sampling: SamplingConfig | None = None,
                       generator: torch.Generator | None = None, prompt: Tensor | None = None,
@@ -250,9 +274,11 @@ class DynamicsModel(nn.Module, Checkpointable):
         """Sample the next frame's ids (B, h, w) by MaskGIT decoding.
 
         ``context``: a KVCache (from ``prefill``/earlier calls; the new frame is appended to it, so
-        each frame costs the same however long the session), or ids (B, T, h, w) with
-        ``context_actions`` (B, T-1), recomputed from scratch over the last ``context_frames - 1``
-        frames (no cache; for tests and one-off use). ``action`` (B,) takes the last context frame
+        each frame costs the same however long the session), or the session's ids (B, T, h, w)
+        from its first frame on, with ``context_actions`` (B, T-1), recomputed from scratch at
+        every MaskGIT step by the banded forward of training (no cache; only the last
+        ``receptive_frames`` frames can reach the new one, so only those are run, each with its
+        real action). Both give the same logits. ``action`` (B,) takes the last context frame
         to the new one. ``sampling`` defaults to the config's; keyword ``overrides`` (steps,
         temperature, schedule, unmask, choice_temperature) replace single fields. ``prompt``
         (B, h, w) may fix some tokens of the new frame (MASK_ID elsewhere).
@@ -270,19 +296,11 @@ class DynamicsModel(nn.Module, Checkpointable):
                 return [rearrange(lg, "b h w v -> b (h w) v") for lg in self.next_logits(context, frame, action)]
         else:
             self._check_ids(context)
-            T = context.shape[1]
-            if context_actions is None and T > 1:
-                raise ValueError("context ids of more than one frame need context_actions (B, T-1)")
-            trans = action[:, None] if context_actions is None else torch.cat((context_actions, action[:, None]), 1)
-            W = self.context_frames
-            # The last W-1 frames, the new one and the transitions between them; the window's
-            # first frame takes "no action", as in training.
-            ids, trans = context[:, -(W - 1):], trans[:, -(W - 1):]  # (B, k, h, w), (B, k)
 
             def tokens_to_logits(tokens: Tensor) -> list[Tensor]:
-                frame = rearrange(tokens, "b (h w) -> b 1 h w", h=h)
-                lg = self(torch.cat((ids, frame), dim=1), trans)
-                return [rearrange(g[:, -1], "b h w v -> b (h w) v") for g in lg]
+                frame = rearrange(tokens, "b (h w) -> b h w", h=h)
+                return [rearrange(lg, "b h w v -> b (h w) v")
+                        for lg in self.recompute_logits(context, context_actions, frame, action)]
 
         new = decode(start, generator, tokens_to_logits, steps=sampling.steps, temperature=sampling.temperature,
                      schedule=sampling.schedule, unmask=sampling.unmask,

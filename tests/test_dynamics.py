@@ -150,6 +150,76 @@ def test_generate_next_cached_equals_uncached_and_fills_frame() -> None:
     assert cache.position == 4
 
 
+@pytest.mark.parametrize("changes", [{}, {"depth": 3}, {"context_frames": 3, "spatial_positions": "rotary"}])
+def test_cached_logits_equal_banded_recompute_past_the_window(changes: dict) -> None:
+    """Over 3 windows and more, the ring-buffer cache (after repeated non-updating MaskGIT calls
+    and slot wrap-around) and the cache-less recompute both give the banded full forward's logits:
+    every frame keeps its real action, and deeper layers still reach frames that left the window."""
+    model = _model(**changes)
+    W = model.context_frames
+    T = 3 * W + 2
+    ids, actions = _data(model, T=T)
+    with torch.no_grad():
+        full = model(ids, actions)[0]  # (B, T, h, w, V): the banded forward of training
+        cache = model.prefill(ids[:, :1])
+        for t in range(1, T):
+            masked = ids[:, t].clone()
+            masked[:, t % 2::2] = MASK_ID
+            for _ in range(3):  # MaskGIT asks several times before the frame is committed
+                cached = model.next_logits(cache, masked, actions[:, t - 1])[0]
+                recomputed = model.recompute_logits(ids[:, :t], actions[:, :t - 1], masked, actions[:, t - 1])[0]
+                torch.testing.assert_close(cached, recomputed, rtol=0, atol=1e-5)
+            torch.testing.assert_close(model.next_logits(cache, ids[:, t], actions[:, t - 1])[0], full[:, t],
+                                       rtol=0, atol=1e-5)
+            torch.testing.assert_close(model.recompute_logits(ids[:, :t], actions[:, :t - 1], ids[:, t],
+                                                              actions[:, t - 1])[0], full[:, t], rtol=0, atol=1e-5)
+            model.prefill(ids[:, t:t + 1], actions[:, t - 1:t], cache=cache)
+            assert cache.length == min(t + 1, W - 1)
+        # Recomputing only the window (its first frame given "no action") is NOT the same model.
+        window = model(ids[:, -W:], actions[:, -(W - 1):])[0][:, -1]
+        assert (window - full[:, -1]).abs().max() > 1e-3
+
+
+def test_receptive_frames_are_exactly_what_reaches_the_next_frame() -> None:
+    """In the banded full forward, the last frame depends on the receptive_frames frames before
+    it (their ids and the actions that led to them) and on nothing earlier, so the recompute
+    may drop the rest."""
+    model = _model()
+    R = model.receptive_frames
+    assert R == model.config.depth * (model.context_frames - 1)
+    T = R + 3
+    ids, actions = _data(model, T=T)
+    with torch.no_grad():
+        ref = model(ids, actions)[0][:, -1]
+
+        def changed(t: int, what: str) -> bool:
+            ids2, acts2 = ids.clone(), actions.clone()
+            if what == "ids":
+                ids2[:, t] = (ids2[:, t] + 1) % model.config.vocab_size
+            else:
+                acts2[:, t - 1] = (acts2[:, t - 1] + 1) % model.num_actions
+            return not torch.equal(model(ids2, acts2)[0][:, -1], ref)
+
+        first = (T - 1) - R  # the oldest frame that reaches the last one
+        assert changed(first, "ids") and changed(first, "actions")
+        assert not changed(first - 1, "ids") and not changed(first - 1, "actions")
+
+
+def test_generate_next_cached_equals_uncached_past_the_window() -> None:
+    model = _model()
+    T0, n = 2, 3 * model.context_frames
+    ids, actions = _data(model, T=T0 + n)
+    g_cached, g_plain = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    cache = model.prefill(ids[:, :T0], actions[:, :T0 - 1])
+    session, acts = ids[:, :T0], actions[:, :T0 - 1]
+    for t in range(n):
+        action = actions[:, T0 - 1 + t]
+        a = model.generate_next(cache, action, generator=g_cached)
+        b = model.generate_next(session, action, context_actions=acts, generator=g_plain)
+        assert torch.equal(a, b), t
+        session, acts = torch.cat((session, a[:, None]), 1), torch.cat((acts, action[:, None]), 1)
+
+
 def test_generate_next_keeps_prompt_tokens_and_is_seeded() -> None:
     model = _model()
     ids, actions = _data(model, T=2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -165,3 +167,33 @@ def test_training_after_inference_mode() -> None:
         model(x)
     model.train()(x).sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_start_position_shifts_nothing_even_far_into_a_session() -> None:
+    """Time positions are relative: a slice run from its own position ``start`` gives the
+    outputs it had at 0, also 100,000 frames in, where the angles stay exact to fp32 rounding
+    (an fp32 product position * frequency would be off by up to 4e-3 rad there)."""
+    window, frames = 3, 7
+    model, x = _model(), _input(frames=frames)
+    ref = model(x, window=window)
+    for start in (5, 100_000):
+        torch.testing.assert_close(model(x, window=window, start=start), ref, rtol=0, atol=1e-5)
+    head_dim, pos = 16, 100_003
+    cos, sin = rotary_angles(torch.tensor([pos]), head_dim)
+    assert cos.dtype == sin.dtype == torch.float32
+    freqs = [10000.0 ** (-i / head_dim) for i in range(0, head_dim, 2)]
+    torch.testing.assert_close(cos[0], torch.tensor([math.cos(pos * f) for f in freqs]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(sin[0], torch.tensor([math.sin(pos * f) for f in freqs]), rtol=0, atol=1e-6)
+
+
+def test_slice_of_the_receptive_field_equals_the_banded_full_forward() -> None:
+    """The last frame of a W-banded forward over depth * (W - 1) + 1 frames, run from their own
+    start position, equals that frame in the forward over the whole sequence."""
+    window, frames = 3, 12
+    model, x = _model(), _input(frames=frames)
+    keep = model.depth * (window - 1) + 1
+    full = model(x, window=window)
+    part = model(x[:, -keep:], window=window, start=frames - keep)
+    torch.testing.assert_close(part[:, -1], full[:, -1], rtol=0, atol=1e-5)
+    shorter = model(x[:, -(keep - 1):], window=window, start=frames - keep + 1)
+    assert not torch.allclose(shorter[:, -1], full[:, -1], rtol=0, atol=1e-5)

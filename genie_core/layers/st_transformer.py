@@ -28,9 +28,11 @@ def rotary_angles(positions: Tensor, head_dim: int, base: float = 10000.0) -> tu
     from, and q.k then depends only on the distance between frames (RoFormer, Su et al. 2021),
     so nothing shifts when the window slides.
     """
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
-    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (T, Dh/2)
-    return angles.cos(), angles.sin()
+    # In float64 on the CPU (MPS has no float64): an fp32 angle of frame 10,000 is off by up to
+    # 5e-4 rad, so a long play session would drift from a full forward.
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = positions.detach().cpu().to(torch.float64)[:, None] * inv_freq[None, :]  # (T, Dh/2)
+    return (angles.cos().to(positions.device, torch.float32), angles.sin().to(positions.device, torch.float32))
 
 
 @functools.lru_cache(maxsize=256)
@@ -338,7 +340,8 @@ class STTransformer(nn.Module):
     embeddings. Time positions are rotary, taken from the cache (``cache.position``) or 0.
 
     ``forward(x)``: all frames at once, causal in time (``window`` optionally bands the mask so
-    a frame sees only the last ``window`` frames, itself included).
+    a frame sees only the last ``window`` frames, itself included); ``start`` is the first
+    frame's time position (a slice of a longer sequence keeps that sequence's rotations).
     ``forward(x, cache)``: x holds the frames right after those in the cache; with
     ``update_cache`` the cache then also holds them (sliding to its window), else it is left
     untouched (MaskGIT refines one frame several times before committing it).
@@ -381,14 +384,14 @@ class STTransformer(nn.Module):
         return KVCache(window=window)
 
     def forward(self, x: Tensor, cache: KVCache | None = None, update_cache: bool = True,
-                window: int | None = None) -> Tensor:
+                window: int | None = None, start: int = 0) -> Tensor:
         if x.ndim != 4:
             raise ValueError(f"STTransformer expects (B, T, S, D), got shape {tuple(x.shape)}")
         x = x.contiguous()
         grid = self._grid_angles(x)
         if cache is None:
             for block in self.blocks:
-                x = block(x, 0, None, window, grid=grid)
+                x = block(x, start, None, window, grid=grid)
             return self.norm_out(x)
         if cache.spatial and cache.spatial != x.shape[2]:
             raise ValueError(f"cache holds {cache.spatial} tokens per frame, input has {x.shape[2]}")
