@@ -1,6 +1,8 @@
 """ΔtPSNR (Genie §3.1) on the tiny preset: ΔtPSNR is exactly 0 when the random actions equal the
 inferred ones, the actions are aligned with the frames, numbers are finite, windows are seeded
-slices of the videos, and `genie evaluate` prints a table or JSON and rejects bad input."""
+slices of the videos, the copy baselines equal independent computations, PSNR is capped before
+averaging, frequency-drawn random actions stay on the codes in use, and `genie evaluate` prints
+a table or JSON and rejects bad input."""
 
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ import torch
 from typer.testing import CliRunner
 
 from genie_cli.app import app
-from genie_core.evaluate import controllability, frame_psnr, rollout_psnr, sample_windows
+from genie_core.errors import GenieError
+from genie_core.evaluate import (PSNR_CAP_DB, ROLLOUTS, ClipWindow, ControllabilityReport, controllability,
+                                 copy_token_frames, frame_psnr, frame_ssim, rollout_psnr, sample_windows,
+                                 true_actions)
 
 runner = CliRunner()
 
@@ -158,3 +163,144 @@ def test_cli_bad_input_exit_2(world_file: Path, make_clip: Callable[..., Path], 
     assert result.exit_code == 2, result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and fragment in errors[0], result.stderr
+
+
+def _windows(clip_frames: Callable[..., np.ndarray], n: int, length: int) -> list[ClipWindow]:
+    return [ClipWindow(f"clip{i}", 0, clip_frames(length, (16, 16), seed=i)) for i in range(n)]
+
+
+BY_T = [f"{kind}_{name}{median}_by_t" for kind in ("psnr", "ssim") for name in ROLLOUTS
+        for median in ("", "_median")]
+
+
+def test_report_keys_one_entry_per_step(world, clip_frames) -> None:
+    windows = _windows(clip_frames, 3, 4)
+    report = controllability(world, windows, horizon=3, seed=0, batch_size=2)
+    summary = report.summary()
+    for key in BY_T + ["delta_psnr_by_t", "delta_psnr_freq_by_t"]:
+        assert len(summary[key]) == 3, key
+        assert all(np.isfinite(summary[key])), key
+    assert summary["horizon"] == 3 and summary["windows"] == summary["clips"] == 3
+    assert summary["psnr_cap_db"] == PSNR_CAP_DB == 50
+    assert "uniform" in summary["headline"]
+    assert summary["delta_psnr"] == summary["delta_psnr_t3"]
+    np.testing.assert_allclose(summary["delta_psnr_freq"],
+                               summary["psnr_inferred_by_t"][-1] - summary["psnr_random_freq_by_t"][-1], atol=1e-4)
+    counts = np.bincount(world.infer_actions(np.stack([w.frames for w in windows])).numpy().ravel(),
+                         minlength=world.num_actions)
+    usage = summary["code_usage"]
+    assert usage["counts"] == counts.tolist() and usage["used"] == int((counts > 0).sum())
+    np.testing.assert_allclose(usage["frequencies"], counts / counts.sum())
+    rows = report.per_clip()
+    assert len(rows) == 3 and {"psnr_copy", "psnr_copy_tokens", "ssim_inferred", "delta_psnr_freq"} <= rows[0].keys()
+
+
+def test_same_sampling_seed_for_every_rollout(world, clip_frames) -> None:
+    clips = _batch(clip_frames)
+    first = rollout_psnr(world, clips, horizon=4, seed=3)
+    same = rollout_psnr(world, clips, horizon=4, seed=3, random_actions=first["inferred_actions"],
+                        random_freq_actions=first["inferred_actions"])
+    for kind in ("psnr", "ssim"):
+        np.testing.assert_array_equal(same[f"{kind}_random_freq"], same[f"{kind}_inferred"])
+        np.testing.assert_array_equal(same[f"{kind}_random"], same[f"{kind}_inferred"])
+
+
+def test_copy_prompt_baseline_independent(world, clip_frames) -> None:
+    clips = _batch(clip_frames, B=2, T=6)  # at the world's 16x16: no resizing
+    out = rollout_psnr(world, clips, horizon=4, prompt_frames=2, seed=0)
+    held = clips[:, 1].astype(np.float64) / 255  # the last prompt frame
+    for k in range(4):
+        real = clips[:, 2 + k].astype(np.float64) / 255
+        mse = ((real - held) ** 2).mean(axis=(1, 2, 3))
+        np.testing.assert_allclose(out["psnr_copy"][:, k], 10 * np.log10(1 / mse), rtol=1e-4)
+    # SSIM of the copy: 1 only for a frame equal to the prompt's; the moving square makes them differ
+    assert (out["ssim_copy"] < 1).all() and (out["ssim_copy"] > -1).all()
+    np.testing.assert_allclose(frame_ssim(clips, clips), 1.0, atol=1e-5)
+
+
+def test_copy_tokens_are_what_a_copying_world_draws(world, clip_frames, monkeypatch) -> None:
+    clips = _batch(clip_frames, B=2, T=7)
+    prompt = clips[:, :2]
+    last = world.tokenize(prompt)[:, -1]  # (B, h, w)
+    expected = copy_token_frames(world, prompt, 5)
+    assert expected.shape == (2, 5, 16, 16, 3)
+    # a dynamics model that always predicts the previous frame's tokens: the perfect copier
+    monkeypatch.setattr(world.dynamics, "generate_next", lambda cache, act, **kw: last.clone())
+    video = world.rollout(prompt, np.zeros((2, 5), np.int64), seed=0)
+    np.testing.assert_array_equal(video[:, 2:], expected)
+    out = rollout_psnr(world, clips, horizon=5, prompt_frames=2, seed=0)
+    np.testing.assert_allclose(out["psnr_copy_tokens"], frame_psnr(clips[:, 2:], expected), rtol=1e-6)
+    np.testing.assert_allclose(out["psnr_inferred"], out["psnr_copy_tokens"], rtol=1e-6)  # the copier's rollout
+
+
+def test_static_clip_copy_psnr_is_the_cap(world) -> None:
+    frame = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    windows = [ClipWindow("still", 0, np.repeat(frame[None], 5, axis=0)) for _ in range(2)]
+    report = controllability(world, windows, horizon=4, seed=0)
+    assert (report.psnr["copy"] == 100.0).all()  # the metric's MSE floor: uncapped
+    summary = report.summary()
+    assert summary["psnr_copy_by_t"] == [50.0] * 4 and summary["psnr_copy_median_by_t"] == [50.0] * 4
+    assert summary["ssim_copy_by_t"] == pytest.approx([1.0] * 4)
+    assert max(summary["psnr_inferred_by_t"]) <= 50.0
+
+
+def test_median_and_mean_on_a_hand_built_report() -> None:
+    t4 = np.array([10.0, 20.0, 90.0, 30.0])  # one window above the cap
+    psnr = {name: np.stack([t4 - 5, t4], axis=1) for name in ROLLOUTS}
+    psnr["random"] = psnr["random_freq"] = np.full((4, 2), 15.0)
+    psnr["copy"] = np.full((4, 2), 25.0)
+    report = ControllabilityReport(
+        2, 1, 0, ["a", "b", "c", "d"], [0] * 4, psnr=psnr,
+        ssim={name: np.zeros((4, 2)) for name in ROLLOUTS},
+        actions={k: np.zeros((4, 2), np.int64) for k in ("inferred", "random", "random_freq")},
+        code_counts=np.array([6, 0, 2]))
+    s = report.summary()
+    assert s["psnr_inferred_by_t"][1] == pytest.approx((10 + 20 + 50 + 30) / 4)  # capped, then the mean
+    assert s["psnr_inferred_median_by_t"][1] == pytest.approx(25.0)  # median of 10, 20, 30, 50
+    assert s["psnr_inferred_median_by_t"][0] == pytest.approx(20.0)  # 5, 15, 25 and 85 -> 50
+    assert s["delta_psnr"] == pytest.approx(27.5 - 15) and s["delta_psnr_t2"] == s["delta_psnr"]
+    assert s["world_vs_copy_db"] == pytest.approx(2.5) and s["world_vs_copy_median_db"] == pytest.approx(0.0)
+    assert s["world_beats_copy_share"] == pytest.approx(0.5)  # 50 and 30 beat 25; 25 ties
+    assert s["code_usage"]["used"] == 2 and s["code_usage"]["frequencies"] == [0.75, 0.0, 0.25]
+    assert report.per_clip()[2]["psnr_inferred"] == 50.0
+
+
+def test_frequency_drawn_actions_use_only_the_codes_in_use(world, clip_frames) -> None:
+    windows = _windows(clip_frames, 6, 5)
+    used = (1, 3)
+
+    def two_codes(part, clips):  # an action source that only ever gives codes 1 and 3
+        assert clips.shape == (len(part), 5, 16, 16, 3)
+        return np.where(np.arange(4)[None] % 2 == 0, used[0], used[1]).repeat(len(part), 0)
+
+    report = controllability(world, windows, horizon=4, seed=0, batch_size=4, actions=two_codes,
+                             action_source="test")
+    drawn = report.actions["random_freq"]
+    assert drawn.shape == (6, 4) and set(np.unique(drawn)) <= set(used)
+    assert len(set(np.unique(drawn))) == 2  # 24 draws at p = 1/2 each: both appear
+    assert set(np.unique(report.actions["random"])) - set(used)  # uniform ones reach the other codes
+    np.testing.assert_array_equal(report.actions["inferred"], two_codes(windows, np.zeros((6, 5, 16, 16, 3))))
+    summary = report.summary()
+    assert summary["code_usage"]["counts"] == [0, 12, 0, 12] and summary["action_source"] == "test"
+    with pytest.raises(GenieError, match="actions must be in"):
+        controllability(world, windows, horizon=4, actions=lambda p, c: np.full((len(p), 4), 7))
+
+
+def test_long_horizon_past_the_window(world, clip_frames) -> None:
+    report = controllability(world, _windows(clip_frames, 1, 33), horizon=32, seed=0)
+    summary = report.summary()
+    assert all(len(summary[key]) == 32 for key in BY_T)
+    assert all(np.isfinite(summary["psnr_inferred_by_t"]))
+
+
+def test_true_actions_from_the_sidecar(make_clip: Callable[..., Path], tmp_path: Path) -> None:
+    video = make_clip(tmp_path / "a.mp4", frames=8, size=(16, 16))
+    truth = [2, 0, 1, 1, 3, 0, 2]
+    video.with_suffix(".json").write_text(json.dumps({"actions": truth}))
+    windows = [ClipWindow(str(video), 2, np.zeros((4, 16, 16, 3), np.uint8)),
+               ClipWindow(str(video), 4, np.zeros((4, 16, 16, 3), np.uint8))]
+    got = true_actions(windows, np.zeros((2, 4, 16, 16, 3), np.uint8))
+    np.testing.assert_array_equal(got, [truth[2:5], truth[4:7]])
+    bare = make_clip(tmp_path / "b.mp4", frames=8, size=(16, 16))
+    with pytest.raises(GenieError, match="no true action"):
+        true_actions([ClipWindow(str(bare), 0, windows[0].frames)], np.zeros((1, 4, 16, 16, 3), np.uint8))
