@@ -150,7 +150,8 @@ def main() -> None:
                     print(json.dumps(r), flush=True)
                 else:
                     n = args.frames
-                    ok = lambda x: "ok" if x <= RATIO_LIMIT else f"ABOVE {RATIO_LIMIT}"  # noqa: E731
+                    # the limit is the cache's; without it the frame time grows by design
+                    ok = lambda x: ("ok" if x <= RATIO_LIMIT else f"ABOVE {RATIO_LIMIT}") if cache else "grows"  # noqa: E731
                     print(f"{name:8s} {precision} t{threads}{'' if cache else ' no-cache'}: wall: frame 2 {r['ms_frame2']:7.1f} ms, frame {n} "
                           f"{r[f'ms_frame{n}']:7.1f} ms (ratio {r['ratio']:.2f} {ok(r['ratio'])}), mean "
                           f"{r['ms_mean']:7.1f} ms = {r['fps']:5.2f} fps | cpu: frame 2 {r['cpu_ms_frame2']:7.1f} "
