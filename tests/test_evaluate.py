@@ -125,6 +125,11 @@ def test_cli_json(world_file: Path, clips: Path) -> None:
         assert key in record
     assert record["clips"] == 3 and len(record["per_clip"]) == 3
     assert all(np.isfinite(record[k]) for k in ("psnr_inferred_t4", "psnr_random_t4", "delta_psnr_t4"))
+    for key in BY_T:
+        assert len(record[key]) == 4, key
+    assert record["horizon"] == 4 and record["windows"] == 3 and record["psnr_cap_db"] == 50
+    assert sum(record["code_usage"]["counts"]) == 3 * 4 and record["action_source"] == "lam"
+    assert {"psnr_copy", "psnr_copy_tokens", "ssim_copy", "random_freq_actions"} <= record["per_clip"][0].keys()
 
 
 def test_cli_paths_from_stdin_match_the_folder(world_file: Path, clips: Path, tmp_path: Path) -> None:
@@ -145,6 +150,16 @@ def test_cli_table(world_file: Path, clips: Path) -> None:
                                  "--horizon", "2"])
     assert result.exit_code == 0, result.output
     assert "Δ2PSNR" in result.stdout
+    assert "copy (pixels)" in result.stdout and "copy (tokens)" in result.stdout
+    assert "world vs copy: +" in result.stdout or "world loses to copy by" in result.stdout
+    def number(cell: str) -> bool:
+        try:
+            return np.isfinite(float(cell))
+        except ValueError:
+            return False
+
+    rows = [r for r in (line.split() for line in result.stdout.splitlines()) if len(r) == 7 and all(map(number, r))]
+    assert [r[0] for r in rows] == ["1", "2"]  # t, then 5 rollouts and Δ per generated frame
 
 
 @pytest.mark.parametrize("case, fragment", [
