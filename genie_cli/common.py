@@ -27,16 +27,20 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
 
 
 def handle_errors(func: F) -> F:
-    """Turn GenieError (expected user errors) into one line on stderr and exit code 2."""
+    """Turn GenieError (expected user errors) and any OSError the command did not catch (a file
+    it cannot read or write) into one line on stderr and exit code 2."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from genie_core.errors import GenieError
+        from genie_core.outputs import describe_os_error
 
         try:
             return func(*args, **kwargs)
         except GenieError as err:
             fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        except OSError as err:
+            fail(describe_os_error(err))
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
@@ -79,9 +83,34 @@ def _mirror(files: list[Path], root: Path, out_dir: Path, suffix: str) -> list[J
             for f, r, p in zip(files, rels, plain)]
 
 
-def expand_inputs(source: str, output: Path, suffix: str) -> Inputs:
+def expand_inputs(source: str, output: Path, suffix: str, writes: bool = True,
+                  also_read: tuple[Path | None, ...] = ()) -> Inputs:
     """Resolve INPUT (a file, a folder searched recursively, or ``-`` for paths on stdin, one
-    per line) and OUTPUT (a file, or a folder that mirrors the input tree) into jobs."""
+    per line) and OUTPUT (a file, or a folder that mirrors the input tree) into jobs. With
+    ``writes``, every output is checked before any work (``check_jobs``)."""
+    inputs = _expand(source, output, suffix)
+    if writes:
+        check_jobs(inputs, output, also_read)
+    return inputs
+
+
+def check_jobs(inputs: Inputs, output: Path, also_read: tuple[Path | None, ...] = ()) -> None:
+    """No output may be an input, another file the command reads (``also_read``: a checkpoint)
+    or the ground-truth sidecar beside an input video (same path, hard link or symlink), and the
+    output folder must be writable. Exit 2 before anything is written."""
+    from genie_core.outputs import InputGuard, check_writable
+
+    srcs = [job.src for job in inputs.jobs]
+    guard = InputGuard([*srcs, *also_read], videos=srcs)
+    for job in inputs.jobs:
+        guard.check(job.dst)
+    if inputs.batch:
+        check_writable(output, folder=True)
+    else:
+        check_writable(inputs.jobs[0].dst)
+
+
+def _expand(source: str, output: Path, suffix: str) -> Inputs:
     from genie_core.video import find_videos
 
     if source == "-":
@@ -119,12 +148,15 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     """``64x96`` (H x W) or ``64`` (square) to (H, W)."""
     if text is None:
         return None
+    from genie_core.config.train import MAX_FRAME_SIDE
+
     parts = text.lower().split("x")
     try:
-        if len(parts) == 1:
-            return int(parts[0]), int(parts[0])
-        if len(parts) == 2:
-            return int(parts[0]), int(parts[1])
+        if len(parts) in (1, 2):
+            h, w = int(parts[0]), int(parts[-1])
+            if 1 <= min(h, w) and max(h, w) <= MAX_FRAME_SIDE:
+                return h, w
+            fail(f"--size must be between 1x1 and {MAX_FRAME_SIDE}x{MAX_FRAME_SIDE}, got '{text}'")
     except ValueError:
         pass
     fail(f"--size expects HxW (e.g. 64x64), got '{text}'")
@@ -208,11 +240,14 @@ def run_jobs(inputs: Inputs, label: str, json_out: bool, work: Callable[[Job], A
              report: Callable[["Progress", Job, Any, float], None],
              show_dst: bool = True) -> int:
     """Run ``work(job)`` for every input under a progress bar, then ``report(bar, job, result,
-    seconds)``. One input: its GenieError propagates (exit 2). Folder/stdin mode: a failing file
-    is skipped and named on stderr (a JSON error line with --json); returns how many were."""
+    seconds)``. One input: its GenieError or OSError propagates (exit 2). Folder/stdin mode: a
+    file that fails (unreadable, corrupt, ...) is skipped and named on stderr (a JSON error line
+    with --json); returns how many were. An output that cannot be written (OutputError: full
+    disk, read-only folder) stops every mode with exit 2: the next file would fail the same way."""
     import time
 
-    from genie_core.errors import GenieError
+    from genie_core.errors import GenieError, OutputError
+    from genie_core.outputs import describe_os_error
 
     skipped = 0
     with progress(len(inputs.jobs), label) as bar:
@@ -223,12 +258,13 @@ def run_jobs(inputs: Inputs, label: str, json_out: bool, work: Callable[[Job], A
             start = time.perf_counter()
             try:
                 result = work(job)
-            except GenieError as err:
-                if not inputs.batch:
+            except (GenieError, OSError) as err:
+                if not inputs.batch or isinstance(err, OutputError):
                     raise
+                message = (describe_os_error(err) if isinstance(err, OSError)
+                           else str(err).splitlines()[0] if str(err) else type(err).__name__)
                 skipped += 1
-                report_skipped(bar, job.src, job.dst if show_dst else None,
-                               str(err).splitlines()[0], json_out)
+                report_skipped(bar, job.src, job.dst if show_dst else None, message, json_out)
             else:
                 report(bar, job, result, time.perf_counter() - start)
             bar.advance()

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from genie_cli import options as opt
-from genie_cli.common import fail, handle_errors, json_number, stdin_paths, warn
+from genie_cli.common import EXIT_SKIPPED, fail, handle_errors, json_number, skipped_line, stdin_paths, warn
 from genie_cli.play import WORLD_HELP, OneThread, open_world, set_sampling
 
 
@@ -35,9 +35,7 @@ def evaluate(
         "--prompt-frames", help="Real frames that start each rollout.", min=1)] = 1,
     steps: Annotated[Optional[int], typer.Option(
         "--steps", help="MaskGIT decoding steps per frame (default: the world's).", min=1)] = None,
-    temperature: Annotated[Optional[float], typer.Option(
-        "--temperature", help="Sampling temperature on the logits (default: the world's).",
-        min=0.0)] = None,
+    temperature: opt.Temperature = None,
     batch: Annotated[int, typer.Option("--batch", help="Clips per rollout batch.", min=1)] = 8,
     seed: opt.Seed = 0,
     device: opt.Device = "auto",
@@ -60,9 +58,10 @@ def evaluate(
 
       genie evaluate - -w run/world.safetensors < run/heldout.txt
 
-    Exit codes: 0 done; 2 bad input (no videos, clips too short, ...).
+    Exit codes: 0 done; 2 bad input (no videos, clips too short, ...);
+    3 some videos could not be read (each named on stderr), the rest evaluated.
     """
-    from genie_core.evaluate import controllability, sample_windows
+    from genie_core.evaluate import check_evaluation_memory, controllability, sample_windows
     from genie_core.video import VIDEO_SUFFIXES, find_videos
 
     if str(clips) == "-":
@@ -85,8 +84,18 @@ def evaluate(
     game = open_world(world, preset, overrides, device, precision, threads, seed)
     set_sampling(game, steps, temperature)
     length = prompt_frames + horizon
-    windows = list(sample_windows(videos, num_clips, length, game.resolution, seed=seed, warn=warn))
+    check_evaluation_memory(num_clips, length, game.resolution, batch)
+    unreadable: list[Path] = []
+
+    def skip(path: Path, reason: str) -> None:
+        unreadable.append(path)
+        warn(skipped_line(path, reason))
+
+    windows = list(sample_windows(videos, num_clips, length, game.resolution, seed=seed, warn=warn,
+                                  on_error=skip))
     if not windows:
+        if len(unreadable) == len(videos):
+            fail(f"no readable video in {clips} ({len(unreadable)} skipped)")
         fail(f"no video in {clips} has the {length} frames a window needs (--prompt-frames + --horizon)")
     if len(windows) < num_clips:
         warn(f"evaluated {len(windows)} clip(s), fewer than --clips {num_clips}")
@@ -99,6 +108,9 @@ def evaluate(
         typer.echo(json.dumps(record))
     else:
         _print_table(summary, game)
+    if unreadable:
+        typer.echo(f"evaluated {len(windows)} clip(s), skipped {len(unreadable)} unreadable video(s)", err=True)
+        raise typer.Exit(EXIT_SKIPPED)
 
 
 def _finite(value: Any) -> Any:

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from genie_cli import options as opt
-from genie_cli.common import (Job, Progress, check_suffix, exit_if_skipped, expand_inputs, fail,
-                              handle_errors, parse_size, run_jobs, warn)
+from genie_cli.common import (Job, Progress, check_jobs, check_suffix, exit_if_skipped, expand_inputs,
+                              fail, handle_errors, parse_size, run_jobs, warn)
 
 
 @handle_errors
@@ -71,9 +71,11 @@ def infer_actions(
     hw = parse_size(size)
     # Without -o nothing is written: jobs still need a (never used) destination.
     target = output if output is not None else Path(tempfile.gettempdir()) / f"genie-unused-{uuid.uuid4().hex}"
-    inputs = expand_inputs(source, target, "." + file_format)
-    if output is not None and not inputs.batch:
-        check_suffix(inputs.jobs[0].dst, (".json", ".npz"), "output")
+    inputs = expand_inputs(source, target, "." + file_format, writes=False)
+    if output is not None:
+        if not inputs.batch:
+            check_suffix(inputs.jobs[0].dst, (".json", ".npz"), "output")
+        check_jobs(inputs, output, also_read=(checkpoint, world))
 
     from genie_core import actions as api
     from genie_core.runtime import set_threads
@@ -86,6 +88,7 @@ def infer_actions(
     pairs: list[tuple[Any, Any]] = []
     names: dict[int, str] = {}
     no_truth: list[Path] = []
+    bad_truth: list[str] = []  # sidecars that exist but cannot be used, with the reason
 
     def work(job: Job) -> tuple[Any, dict]:
         actions, meta = api.infer_video_actions(lam, job.src, size=hw, window=window,
@@ -98,8 +101,13 @@ def infer_actions(
         actions, meta = result
         _report_ok(bar, job.src, job.dst if output else None, actions, meta, seconds, json_out)
         if against_truth:
-            truth, true_names = api.read_true_actions(job.src, meta["num_frames"])
-            if truth is None:
+            problems: list[str] = []
+            truth, true_names = api.read_true_actions(job.src, meta["num_frames"], warn=problems.append)
+            if problems:
+                bad_truth.extend(problems)
+                for message in problems:
+                    bar.err(f"warning: {message}; left out of the comparison")
+            elif truth is None:
                 no_truth.append(job.src)
             else:
                 pairs.append((actions, truth))
@@ -111,6 +119,9 @@ def infer_actions(
             warn(f"{len(no_truth)} video(s) have no ground-truth sidecar and are left out of the "
                  f"comparison (first: {no_truth[0]})")
         if not pairs:
+            if bad_truth:
+                fail(f"--against-truth: no usable ground-truth sidecar ({len(bad_truth)} malformed, "
+                     f"first: {bad_truth[0]})")
             fail("--against-truth: none of the videos has a JSON sidecar with ground-truth actions")
         report = api.compare_with_truth(pairs, lam.num_actions, names)
         if json_out:

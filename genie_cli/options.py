@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,8 +14,27 @@ Checkpoint = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="
 Preset = Annotated[str, typer.Option("--preset", "-p", help="Preset name (see presets/) or a YAML file.")]
 Overrides = Annotated[Optional[list[str]], typer.Option("--set", help="Override a preset value: section.key=value (repeatable).")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON line per file on stdout.")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
-Threads = Annotated[int, typer.Option("--threads", help="CPU threads for torch (0: torch's default).")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed.", min=0, max=2 ** 63 - 1)]
+THREADS_HELP = "CPU threads for torch (0: torch's default)."
+# One rule for --threads in every command: an integer >= 0.
+Threads = Annotated[int, typer.Option("--threads", help=THREADS_HELP, min=0)]
+OneThread = Annotated[int, typer.Option(
+    "--threads", help=THREADS_HELP + " One by default: on a shared 2-core machine two threads ran "
+    "many times slower than one (bench/bench_play.py).", min=0)]
+OptionalThreads = Annotated[Optional[int], typer.Option(
+    "--threads", help="CPU threads for torch (0: torch's default; default: the preset's).", min=0)]
+
+
+def finite(value: Optional[float]) -> Optional[float]:
+    """Option callback: refuse nan and inf (a range check lets nan through)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
+Temperature = Annotated[Optional[float], typer.Option(
+    "--temperature", help="Sampling temperature on the logits; 0 is greedy (default: the world's).",
+    min=0.0, callback=finite)]
 OptionalPreset = Annotated[Optional[str], typer.Option(
     "--preset", "-p", help="Without --checkpoint: build an UNTRAINED tokenizer from this preset "
     "(for smoke tests; its tokens mean nothing).")]

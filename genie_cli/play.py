@@ -16,9 +16,7 @@ from genie_cli.common import check_suffix, emit_json, fail, handle_errors, progr
 WORLD_HELP = "A world bundle (RUN/world.safetensors from `genie train --stage all`)."
 ACTION_KEYS = "1234567890"  # key i+1 picks latent action i (0 is the tenth)
 DEFAULT_FPS = 10.0  # written videos, when the prompt is an image
-OneThread = Annotated[int, typer.Option(
-    "--threads", help="CPU threads for torch (0: torch's default). One by default: on a shared "
-    "2-core machine two threads ran many times slower than one (bench/bench_play.py).", min=0)]
+OneThread = opt.OneThread
 
 
 @handle_errors
@@ -41,16 +39,18 @@ def play(
         "--prompt-frames", help="Frames of a video prompt that start the session.", min=1)] = 1,
     steps: Annotated[Optional[int], typer.Option(
         "--steps", help="MaskGIT decoding steps per frame (default: the world's).", min=1)] = None,
-    temperature: Annotated[Optional[float], typer.Option(
-        "--temperature", help="Sampling temperature on the logits; 0 is greedy (default: the "
-        "world's).", min=0.0)] = None,
+    temperature: opt.Temperature = None,
     seed: opt.Seed = 0,
     fps: Annotated[Optional[float], typer.Option(
         "--fps", help="Frame rate of the written video (default: the prompt video's, else 10).",
-        min=0.1)] = None,
+        min=0.1, callback=opt.finite)] = None,
     device: opt.Device = "auto",
     precision: opt.Precision = "bf16",
     threads: OneThread = 1,
+    no_cache: Annotated[bool, typer.Option(
+        "--no-cache", help="Recompute each frame from the session's earlier frames instead of "
+        "reading them from the KV cache: the same frames (exactly so under --precision fp32), "
+        "slower, more so as the session grows up to how far back the model reaches.")] = False,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Scripted mode: print the result as one JSON line.")] = False,
 ) -> None:
@@ -84,6 +84,10 @@ def play(
         check_suffix(output, WRITE_SUFFIXES, "output")
     if not prompt.is_file():
         fail(f"prompt not found: {prompt}" if not prompt.exists() else f"prompt is not a file: {prompt}")
+    if output is not None:
+        from genie_core.outputs import check_outputs
+
+        check_outputs([output], inputs=[prompt, world], videos=[prompt])
 
     game = open_world(world, preset, overrides, device, precision, threads, seed)
     bad = sorted({a for a in action_ids if not 0 <= a < game.num_actions})
@@ -91,6 +95,7 @@ def play(
         fail(f"--actions: latent action ids must be in 0..{game.num_actions - 1}, got "
              f"{', '.join(map(str, bad))}")
     set_sampling(game, steps, temperature)
+    game.use_cache = not no_cache
     max_prompt = game.dynamics.context_frames - 1  # room for the frame being generated
     if prompt_frames > max_prompt:
         fail(f"--prompt-frames {prompt_frames} is more than this world's context allows ({max_prompt})")
@@ -120,7 +125,7 @@ def open_world(world: Optional[Path], preset: Optional[str], overrides: Optional
     import torch
 
     from genie_core.checkpoint import load_checkpoint
-    from genie_core.runtime import resolve_device, set_threads
+    from genie_core.runtime import resolve_device, set_threads, valid_seed
     from genie_core.world import World
 
     set_threads(threads)
@@ -130,7 +135,7 @@ def open_world(world: Optional[Path], preset: Optional[str], overrides: Optional
             fail(f"world not found: {world}")
         game = load_checkpoint(world, expect_kind="world", device=str(dev))
     else:
-        torch.manual_seed(seed)  # the same untrained world for the same seed
+        torch.manual_seed(valid_seed(seed))  # the same untrained world for the same seed
         game = World.from_preset(preset, tuple(overrides or ())).to(dev)
         warn(f"no --world: using an UNTRAINED world from preset '{preset}' (its frames mean "
              "nothing; train one with `genie train --stage all`)")

@@ -11,6 +11,7 @@ import typer
 from genie_cli import options as opt
 from genie_cli.common import (check_suffix, emit_json, fail, handle_errors, json_number, open_tokenizer,
                               parse_size)
+from genie_core.outputs import check_outputs
 
 VIDEO_OUT = (".mp4", ".gif")
 
@@ -51,6 +52,7 @@ def reconstruct(
     check_suffix(output, VIDEO_OUT, "output")
     if compare is not None:
         check_suffix(compare, (".png",), "--compare picture")
+    check_outputs([output, compare], inputs=[source, checkpoint], videos=[source])
     tok = open_tokenizer(checkpoint, preset, overrides, device, precision, threads, window, hw)
 
     from genie_core import api

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from genie_cli import options as opt
-from genie_cli.common import (Job, Progress, check_suffix, exit_if_skipped, expand_inputs,
+from genie_cli.common import (Job, Progress, check_jobs, check_suffix, exit_if_skipped, expand_inputs,
                               handle_errors, open_tokenizer, parse_size, run_jobs)
 
 
@@ -46,9 +46,10 @@ def tokenize(
     3 folder or stdin mode: some inputs were skipped (each named on stderr), the rest tokenized.
     """
     hw = parse_size(size)
-    inputs = expand_inputs(source, output, ".npz")
+    inputs = expand_inputs(source, output, ".npz", writes=False)
     if not inputs.batch:
         check_suffix(inputs.jobs[0].dst, (".npz",), "output")
+    check_jobs(inputs, output, also_read=(checkpoint,))
     tok = open_tokenizer(checkpoint, preset, overrides, device, precision, threads, window, hw)
 
     from genie_core import api

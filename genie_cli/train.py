@@ -76,8 +76,8 @@ def train(
     stop_after: Annotated[Optional[int], typer.Option("--stop-after", help="Stop with a checkpoint at this step (the schedule still spans --steps); continue later with --resume.", min=1)] = None,
     device: opt.Device = "auto",
     precision: Annotated[Optional[str], typer.Option("--precision", help="bf16 (autocast) or fp32 (default: the preset's).")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default: the preset's).")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (0: torch's default).", min=0)] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default: the preset's).", min=0, max=2 ** 63 - 1)] = None,
+    threads: opt.OptionalThreads = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final validation metrics as one JSON line per stage.")] = False,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Trained tokenizer (or world) checkpoint for --stage dynamics (default: RUN/tokenizer/last.safetensors).")] = None,
     lam: Annotated[Optional[Path], typer.Option("--lam", help="Trained LAM (or world) checkpoint for --stage dynamics (default: RUN/lam/last.safetensors).")] = None,
@@ -118,6 +118,8 @@ def train(
             fail("--resume needs --out RUN (the run folder to continue)")
         out = Path("runs") / f"{Path(preset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
+    _check_run_folder(out, data, names, tokenizer, lam)
+
     rank0 = int(os.environ.get("RANK", "0")) == 0
     display = _Display() if rank0 else None
     try:
@@ -140,3 +142,20 @@ def train(
         else:
             shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
             typer.echo(f"{name}: {shown}  -> {path}")
+
+
+def _check_run_folder(out: Path, data: Path, stages: list[str], *checkpoints: Optional[Path]) -> None:
+    """Before any work: the run folder is writable, is not the data folder, and none of the files
+    the run writes is a checkpoint given with --tokenizer / --lam (same path, hard or symbolic link)."""
+    from genie_core.errors import OutputError
+    from genie_core.outputs import InputGuard, check_writable
+
+    check_writable(out, folder=True)
+    if data.is_dir() and out.is_dir() and os.path.samefile(out, data):
+        raise OutputError(f"--out {out} is the data folder; choose another run folder")
+    guard = InputGuard(checkpoints)
+    for name in stages:
+        guard.check(out / name / "last.safetensors")
+    if "dynamics" in stages:
+        guard.check(out / "world.safetensors")
+

@@ -8,15 +8,16 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from genie_core.checkpoint import (CheckpointError, LoadedModel, atomic_path, checkpoint_config,
-                                   read_metadata)
+                                   load_checked, read_metadata)
+from genie_core.config.train import MAX_FRAME_SIDE
 from genie_core.errors import GenieError
-from genie_core.runtime import inference, resolve_device
+from genie_core.runtime import inference, resolve_device, valid_seed
 from genie_core.version import ACTION_FORMAT_VERSION, __version__
 
 __all__ = ["LoadedLam", "load_lam", "infer_video_actions", "save_actions", "load_actions",
@@ -41,22 +42,21 @@ class LoadedLam(LoadedModel):
 
 def _lam_from_world(path: Path, meta: dict[str, str]) -> Any:
     """Only the ``lam.``-prefixed tensors of a world bundle, and its ``lam`` config."""
-    from safetensors import safe_open
-
     from genie_core.config import LamConfig, from_dict
     from genie_core.lam import LatentActionModel
 
     config = checkpoint_config(meta)
     if not isinstance(config, dict) or "lam" not in config:
         raise CheckpointError(f"{path}: world bundle without a lam config")
-    cfg = from_dict(LamConfig, config["lam"], source=f"{path} lam config")
-    with safe_open(str(path), framework="pt") as fh:
-        tensors = {k[len("lam."):]: fh.get_tensor(k) for k in fh.keys() if k.startswith("lam.")}
-    if not tensors:
-        raise CheckpointError(f"{path}: world bundle holds no lam.* tensors")
-    model = LatentActionModel.from_config(cfg)
-    model.load_state_dict(tensors, strict=True)
-    return model
+
+    def build(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> Any:
+        if not tensors:
+            raise CheckpointError(f"{path}: world bundle holds no lam.* tensors")
+        model = LatentActionModel.from_config(from_dict(LamConfig, config["lam"], source=f"{path} lam config"))
+        model.load_state_dict({k[len("lam."):]: v for k, v in tensors.items()}, strict=True)
+        return model
+
+    return load_checked(path, build, expect_kind="world", prefix="lam.")
 
 
 def load_lam(checkpoint: str | os.PathLike | None = None, *, world: str | os.PathLike | None = None,
@@ -101,7 +101,7 @@ def load_lam(checkpoint: str | os.PathLike | None = None, *, world: str | os.Pat
         lam_cfg = cfg.lam if cfg.lam.resolution else dataclasses.replace(
             cfg.lam, resolution=tuple(cfg.data.resolution))
         with torch.random.fork_rng(devices=[]):  # deterministic weights, global RNG untouched
-            torch.manual_seed(seed)
+            torch.manual_seed(valid_seed(seed))
             model = LatentActionModel.from_config(lam_cfg)
         source, digest, resolution = f"preset:{preset}", None, lam_cfg.resolution
     else:
@@ -123,6 +123,8 @@ def infer_video_actions(lam: LoadedLam, path: str | os.PathLike, *,
     path = Path(path)
     info = probe_video(path)
     hw = size or lam.resolution or (info.height, info.width)
+    if max(hw) > MAX_FRAME_SIDE:
+        raise GenieError(f"frame size {hw[0]}x{hw[1]} is larger than {MAX_FRAME_SIDE}x{MAX_FRAME_SIDE}")
     p = lam.model.config.patch_size
     if hw[0] % p or hw[1] % p:
         raise GenieError(f"frame size {hw[0]}x{hw[1]} must be a multiple of the LAM patch size {p} "
@@ -194,15 +196,24 @@ def load_actions(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
 
 # ---- latent against true actions -----------------------------------------------------------
 
-def read_true_actions(video: str | os.PathLike, num_frames: int) -> tuple[np.ndarray | None, list[str] | None]:
+def read_true_actions(video: str | os.PathLike, num_frames: int,
+                      warn: Callable[[str], None] | None = None) -> tuple[np.ndarray | None, list[str] | None]:
     """Ground truth for a video's ``num_frames - 1`` transitions from its JSON sidecar
     (``actions_effective`` preferred, else ``actions``; -1 where unknown), and the names of the
     true action ids when the sidecar lists them per frame (``action_names``). (None, None) when
-    there is no usable sidecar."""
-    from genie_core.data import read_sidecar_actions
+    there is no usable sidecar; ``warn`` is told why a sidecar that exists is not usable (not
+    JSON, unreadable, no action list, wrong values or too few actions)."""
+    from genie_core.data import ACTION_KEYS, read_sidecar_actions
 
-    actions, key = read_sidecar_actions(Path(video), num_frames, warn=lambda m: None)
+    problems: list[str] = []
+    actions, key = read_sidecar_actions(Path(video), num_frames, warn=problems.append)
     if actions is None:
+        sidecar = Path(video).with_suffix(".json")
+        if not problems and sidecar.is_file():
+            problems.append(f"{sidecar}: no {' or '.join(repr(k) for k in ACTION_KEYS)} list")
+        if warn is not None:
+            for message in problems:
+                warn(message)
         return None, None
     truth = np.asarray(actions[: num_frames - 1], dtype=np.int64)
     names = None

@@ -26,6 +26,8 @@ class AtomicWrite:
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f"{self.path.suffix}.tmp",
                                        dir=self.path.parent)
         except OSError as err:
+            if err.errno == errno.EEXIST:  # mkdir met a file where a folder of the path should be
+                err = OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
             raise _output_error(self.path, err) from None
         os.close(fd)
         self.tmp = Path(tmp)

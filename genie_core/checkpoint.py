@@ -6,18 +6,20 @@ Loading never unpickles anything; writing is atomic (temporary name, then rename
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from genie_core.atomic import AtomicWrite, atomic_path  # noqa: F401  (re-exported)
-from genie_core.errors import CheckpointError
+from genie_core.errors import CheckpointError, GenieError
 from genie_core.version import CHECKPOINT_FORMAT_VERSION, __version__
 
 KINDS = ("tokenizer", "lam", "dynamics", "world")
@@ -39,11 +41,14 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], *
     # safetensors refuses shared or non-contiguous storage; clone to plain contiguous CPU tensors.
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(flat, str(tmp), metadata=meta)
+        try:
+            save_file(flat, str(tmp), metadata=meta)
+        except SafetensorError as err:  # its I/O errors (a full disk) are not OSErrors
+            raise OSError(errno.EIO, str(err).splitlines()[0] if str(err) else "write failed") from None
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The metadata header of a checkpoint, without reading the tensors."""
+def read_header(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, tuple[str, tuple[int, ...]]]]:
+    """(metadata, {name: (dtype, shape)}) from a checkpoint's header, without reading the tensors."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -56,18 +61,27 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
             if size <= 0 or size > 100_000_000 or size > path.stat().st_size - 8:
                 raise ValueError("bad header size")
             header = json.loads(fh.read(size))
-        meta = header.get("__metadata__") or {}
-    except (ValueError, UnicodeDecodeError, OSError):
+        meta = header.pop("__metadata__", None) or {}
+        specs = {name: (str(info["dtype"]), tuple(int(n) for n in info["shape"]))
+                 for name, info in header.items()}
+        if not isinstance(meta, dict) or any(n < 0 for _, shape in specs.values() for n in shape):
+            raise ValueError("bad header")
+    except OSError as err:  # unreadable (permissions), a folder, ...
+        raise CheckpointError(f"{path}: cannot read ({err.strerror or type(err).__name__})") from None
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
         raise CheckpointError(f"{path}: not a safetensors checkpoint") from None
     if "kind" not in meta or "config" not in meta:
         raise CheckpointError(f"{path}: safetensors file without genie metadata (kind, config)")
-    return dict(meta)
+    return dict(meta), specs
 
 
-def read_checkpoint(path: str | os.PathLike, *, expect_kind: str | tuple[str, ...] | None = None,
-                    device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a checkpoint, checking its kind when ``expect_kind`` is given."""
-    meta = read_metadata(path)
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata header of a checkpoint, without reading the tensors."""
+    return read_header(path)[0]
+
+
+def _check_header(path: str | os.PathLike, meta: dict[str, str],
+                  expect_kind: str | tuple[str, ...] | None) -> None:
     if expect_kind is not None:
         kinds = (expect_kind,) if isinstance(expect_kind, str) else tuple(expect_kind)
         if meta["kind"] not in kinds:
@@ -76,11 +90,96 @@ def read_checkpoint(path: str | os.PathLike, *, expect_kind: str | tuple[str, ..
     if meta.get("format_version") != CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {meta.get('format_version')!r} is not "
                               f"supported (this genie reads format {CHECKPOINT_FORMAT_VERSION})")
+
+
+def read_checkpoint(path: str | os.PathLike, *, expect_kind: str | tuple[str, ...] | None = None,
+                    device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a checkpoint, checking its kind when ``expect_kind`` is given."""
+    meta = read_metadata(path)
+    _check_header(path, meta, expect_kind)
     try:
         tensors = load_file(str(path), device=device)
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: unreadable safetensors data ({err})") from None
     return tensors, meta
+
+
+def _read_tensors(path: str | os.PathLike, names: list[str]) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {name: fh.get_tensor(name) for name in names}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable safetensors data ({err})") from None
+
+
+def checkpoint_step(meta: dict[str, str], path: str | os.PathLike = "checkpoint") -> int:
+    """The training step a checkpoint's metadata records (0 when absent)."""
+    raw = meta.get("step", "0")
+    try:
+        step = int(raw)
+    except (TypeError, ValueError):
+        step = -1
+    if not 0 <= step < 2 ** 63:
+        raise CheckpointError(f"{path}: metadata 'step' must be a non-negative integer, got {raw!r}")
+    return step
+
+
+# safetensors dtype names -> torch dtypes (only those a dry run on the meta device needs).
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+           "U8": torch.uint8, "BOOL": torch.bool}
+
+
+# A config may ask for tensors the file does not hold (non-persistent buffers); beyond this the
+# ask is refused rather than left to the allocator.
+MAX_UNSTORED_BYTES = 1 << 30
+
+
+def _check_unstored(path: str | os.PathLike, skeleton: Any,
+                    specs: dict[str, tuple[str, tuple[int, ...]]]) -> None:
+    if not isinstance(skeleton, torch.nn.Module):
+        return
+    tensors = {id(t): t for t in (*skeleton.parameters(), *skeleton.buffers())}.values()
+    wanted = sum(t.numel() * t.element_size() for t in tensors)
+    stored = sum(math.prod(shape) * _DTYPES.get(dtype, torch.uint8).itemsize for dtype, shape in specs.values())
+    if wanted - stored > MAX_UNSTORED_BYTES:
+        raise CheckpointError(f"{path}: its config asks for {(wanted - stored) / 2 ** 30:.1f} GiB of "
+                              f"tensors the file does not hold (at most {MAX_UNSTORED_BYTES / 2 ** 30:.0f})")
+
+
+def load_checked(path: str | os.PathLike, build: Callable[[dict[str, torch.Tensor], dict[str, str]], Any],
+                 *, expect_kind: str | tuple[str, ...] | None = None, prefix: str = "") -> Any:
+    """``build(tensors, meta)`` for a checkpoint, first as a dry run on the meta device with
+    placeholder tensors of the shapes the header declares, then for real.
+
+    The dry run allocates nothing, so a config that does not match its tensors (a small file
+    whose config asks for a huge model) is refused in milliseconds, before any memory is spent.
+    Any mismatch, in either run, is a CheckpointError naming the file. With ``prefix`` only the
+    tensors whose names start with it are read and handed to ``build`` (prefix kept).
+    """
+    meta, specs = read_header(path)
+    _check_header(path, meta, expect_kind)
+    checkpoint_step(meta, path)
+    specs = {name: spec for name, spec in specs.items() if name.startswith(prefix)}
+    try:
+        placeholders = {name: torch.empty(shape, dtype=_DTYPES.get(dtype, torch.uint8), device="meta")
+                        for name, (dtype, shape) in specs.items()}
+        with torch.device("meta"):
+            skeleton = build(placeholders, meta)
+        _check_unstored(path, skeleton, specs)
+        if prefix:
+            tensors = _read_tensors(path, list(specs))
+        else:
+            tensors, meta = read_checkpoint(path, expect_kind=expect_kind)
+        return build(tensors, meta)
+    except (KeyError, RuntimeError, ValueError, TypeError, NotImplementedError) as err:
+        if isinstance(err, GenieError):
+            raise
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()] or [type(err).__name__]
+        if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+            lines = lines[1:]  # torch's heading; the first problem it lists is on the next line
+        detail = lines[0] if len(lines[0]) <= 300 else lines[0][:297] + "..."
+        raise CheckpointError(f"{path}: does not match its config ({detail})") from None
 
 
 def checkpoint_config(meta: dict[str, str]) -> dict:
@@ -100,13 +199,10 @@ def load_checkpoint(path: str | os.PathLike, *, expect_kind: str | tuple[str, ..
     The model class is chosen by the file's ``kind``; its config comes from the file, so no
     preset is needed.
     """
-    tensors, meta = read_checkpoint(path, expect_kind=expect_kind)
-    cls = model_class(meta["kind"])
-    try:
-        model = cls.from_checkpoint_state(tensors, meta)
-    except (KeyError, RuntimeError, ValueError) as err:
-        raise CheckpointError(f"{path}: does not match its config ({str(err).splitlines()[0]})") from None
-    model.checkpoint_step = int(meta.get("step", 0))
+    meta = read_metadata(path)
+    _check_header(path, meta, expect_kind)
+    model = load_checked(path, model_class(meta["kind"]).from_checkpoint_state, expect_kind=expect_kind)
+    model.checkpoint_step = checkpoint_step(meta, path)
     return model.to(device).eval()
 
 

@@ -10,6 +10,7 @@ caches under ``$GENIE_CACHE_DIR`` (default ``~/.cache/genie``) instead.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -94,7 +95,10 @@ def read_sidecar_actions(video: Path, num_frames: int, warn: Warn) -> tuple[tupl
         return None, None
     try:
         data = json.loads(sidecar.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except OSError as err:
+        warn(f"{sidecar}: cannot read ({err.strerror or type(err).__name__}), its actions are ignored")
+        return None, None
+    except (UnicodeDecodeError, json.JSONDecodeError):
         warn(f"{sidecar}: not valid JSON, its actions are ignored")
         return None, None
     for key in ACTION_KEYS:
@@ -221,7 +225,7 @@ class FrameCache:
         folder = Path(folder)
         if not folder.is_dir():
             raise GenieError(f"data folder not found: {folder}")
-        videos = [p for p in find_videos(folder) if CACHE_DIRNAME not in p.parts]
+        videos = _reachable([p for p in find_videos(folder) if CACHE_DIRNAME not in p.parts], warn)
         if not videos:
             raise GenieError(f"no videos (mp4, gif, webm, avi) found in {folder}")
         key = cache_key(folder, videos, resolution)
@@ -257,6 +261,23 @@ class FrameCache:
             return cls(final, resolution)
         except DamagedCache as err:
             raise GenieError(f"frame cache {final} could not be built ({err})") from None
+
+
+def _reachable(videos: list[Path], warn: Warn) -> list[Path]:
+    """The videos that can be stat'ed; dangling symlinks, symlink loops and the like are named
+    and skipped (as ``genie tokenize`` skips them), never a crash in the cache key."""
+    kept = []
+    for path in videos:
+        try:
+            path.stat()
+        except OSError as err:
+            reason = ("a dangling symlink" if err.errno == errno.ENOENT and path.is_symlink()
+                      else "a symlink loop" if err.errno == errno.ELOOP
+                      else err.strerror or type(err).__name__)
+            warn(f"skipping {path}: {reason}")
+            continue
+        kept.append(path)
+    return kept
 
 
 def _remove(path: Path) -> None:

@@ -16,3 +16,8 @@ class VideoError(GenieError):
 
 class CheckpointError(GenieError):
     """A checkpoint that is missing, not safetensors, or holds the wrong kind of model."""
+
+
+class OutputError(GenieError):
+    """An output that must not or cannot be written: it is one of the inputs or a sidecar, its
+    folder is read-only or a file, or the disk is full. Nothing is left half-written."""

@@ -19,7 +19,7 @@ from einops import rearrange
 from genie_core.errors import GenieError, VideoError
 from genie_core.frames import fit_frames, from_model
 from genie_core.metrics import codebook_usage, psnr, ssim
-from genie_core.runtime import inference
+from genie_core.runtime import check_memory, inference
 from genie_core.video import read_video
 
 __all__ = ["ActionFn", "ClipWindow", "ControllabilityReport", "PSNR_CAP_DB", "ROLLOUTS", "actions_for",
@@ -299,6 +299,16 @@ def controllability(world: Any, windows: Sequence[ClipWindow], *, horizon: int =
         psnr={n: cat[f"psnr_{n}"] for n in ROLLOUTS}, ssim={n: cat[f"ssim_{n}"] for n in ROLLOUTS},
         actions={n: cat[f"{n}_actions"] for n in ("inferred", "random", "random_freq")},
         code_counts=counts, action_source=action_source or "custom")
+
+
+def check_evaluation_memory(count: int, length: int, resolution: tuple[int, int], batch_size: int) -> None:
+    """Refuse, before any video is read, an evaluation whose windows (uint8, all held at once)
+    or one rollout batch of them (as float32) alone would not fit in this machine's memory."""
+    H, W = resolution
+    frame = H * W * 3  # bytes of one uint8 frame
+    check_memory(count * length * frame, f"{count} clip windows of {length} frames at {H}x{W}")
+    check_memory(min(count, batch_size) * length * frame * 4,
+                 f"rollout batches of {min(count, batch_size)} clips of {length} frames at {H}x{W}")
 
 
 def sample_windows(videos: Sequence[str | os.PathLike], count: int, length: int,

@@ -83,10 +83,18 @@ def _pil_to_rgb(image: Image.Image) -> np.ndarray:
 def _check_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise VideoError(f"{path}: a dangling symlink or a symlink loop")
         raise VideoError(f"{path}: no such file")
     if not path.is_file():
         raise VideoError(f"{path}: not a file")
-    if path.stat().st_size == 0:
+    try:
+        with open(path, "rb"):
+            pass
+        empty = path.stat().st_size == 0
+    except OSError as err:
+        raise VideoError(f"{path}: cannot read ({err.strerror or type(err).__name__})") from None
+    if empty:
         raise VideoError(f"{path}: empty file, not a video")
     return path
 
