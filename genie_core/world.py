@@ -102,9 +102,11 @@ def load_part(path: Any, part: str, device: str | torch.device = "cpu") -> nn.Mo
 class World(nn.Module, Checkpointable):
     """A playable world model: ``tokenizer``, ``lam`` and ``dynamics`` submodules (eval mode).
 
-    ``precision`` ("bf16" | "fp32") and ``decode_context`` (how many of the latest frames' ids
-    the causal decoder sees to draw the newest frame) are plain attributes a caller may change
-    (they take effect at the next ``encode_prompt``).
+    ``precision`` ("bf16" | "fp32"), ``decode_context`` (how many of the latest frames' ids
+    the causal decoder sees to draw the newest frame) and ``use_cache`` (False: each frame is
+    recomputed from the session's ids by the banded forward of training instead of read from
+    the KV cache; the same frames, slower) are plain attributes a caller may change (they take
+    effect at the next ``encode_prompt``).
     """
 
     kind = "world"
@@ -125,6 +127,7 @@ class World(nn.Module, Checkpointable):
                 raise GenieError(f"dynamics.{key} is {got} but the tokenizer/LAM give {want}")
         self.precision = "bf16"
         self.decode_context = 2  # 1: 11 ms, 2: 14 ms, 4: 23 ms per frame for small's decoder
+        self.use_cache = True
         self.sampling: SamplingConfig = dynamics.config.sampling
         self.eval()
         self.reset_session()
@@ -258,9 +261,11 @@ class World(nn.Module, Checkpointable):
         """Forget the prompt and everything generated."""
         self._prompt_frames: np.ndarray | None = None  # (B, T0, H, W, 3)
         self._prompt_ids: Tensor | None = None  # (B, T0, h, w)
-        self._prompt_cache: KVCache | None = None
+        self._prompt_cache: KVCache | None = None  # None when the session recomputes
+        self._prompt_actions: Tensor | None = None  # (B, T0-1)
         self._cache: KVCache | None = None
         self._ids: list[Tensor] = []  # per frame (B, h, w)
+        self._actions: list[Tensor] = []  # per transition (B,): _actions[t] took frame t to t+1
         self._frames: list[np.ndarray] = []  # per frame (B, H, W, 3)
         self._seed: int | None = None
         self._models: tuple[DynamicsModel, nn.Module] | None = None  # not submodules: a tuple
@@ -286,11 +291,12 @@ class World(nn.Module, Checkpointable):
             if actions is not None:
                 actions = torch.as_tensor(actions, device=device).long().reshape(B, T0 - 1)
                 self._check_actions(actions)
-            cache = dynamics.prefill(ids, actions)
+            cache = dynamics.prefill(ids, actions) if self.use_cache else None
         self._models = (dynamics, tokenizer)
         self._prompt_frames = clips
         self._prompt_ids = ids
-        self._prompt_cache = cache.copy()
+        self._prompt_actions = actions
+        self._prompt_cache = None if cache is None else cache.copy()
         self._seed = seed
         self.reset()
         self._cache = cache
@@ -300,8 +306,9 @@ class World(nn.Module, Checkpointable):
         """Back to the prompt: generated frames dropped, the sampler reseeded (same seed, same rollout)."""
         if self._prompt_frames is None:
             raise GenieError("no prompt: call encode_prompt(frames) first")
-        self._cache = self._prompt_cache.copy()
+        self._cache = None if self._prompt_cache is None else self._prompt_cache.copy()
         self._ids = list(self._prompt_ids.unbind(1))
+        self._actions = [] if self._prompt_actions is None else list(self._prompt_actions.unbind(1))
         self._frames = list(self._prompt_frames.transpose(1, 0, 2, 3, 4))
         self.generator = torch.Generator(device=self.device)
         if self._seed is None:
@@ -320,7 +327,7 @@ class World(nn.Module, Checkpointable):
         """Generate the frame that latent ``action`` (an int, or one per batch row) leads to;
         returns it as uint8 (B, H, W, 3). ``sampling`` overrides single fields of
         ``self.sampling`` (steps, temperature, schedule, unmask, choice_temperature)."""
-        if self._cache is None:
+        if self._prompt_frames is None:
             raise GenieError("no prompt: call encode_prompt(frames) first")
         B = self._prompt_frames.shape[0]
         act = torch.as_tensor(action, device=self.device).long().reshape(-1)
@@ -332,12 +339,25 @@ class World(nn.Module, Checkpointable):
         cfg = dataclasses.replace(self.sampling, **sampling)
         dynamics, tokenizer = self._models
         with inference(self.device, self.precision):
-            ids = dynamics.generate_next(self._cache, act, sampling=cfg, generator=generator or self.generator)
+            context, context_actions = self._context(dynamics)
+            ids = dynamics.generate_next(context, act, context_actions=context_actions, sampling=cfg,
+                                         generator=generator or self.generator)
             self._ids.append(ids)
+            self._actions.append(act)
             context = torch.stack(self._ids[-self.decode_context:], dim=1)  # (B, k, h, w)
             frame = self._decode(tokenizer, context)
         self._frames.append(frame)
         return frame
+
+    def _context(self, dynamics: DynamicsModel) -> tuple[KVCache | Tensor, Tensor | None]:
+        """generate_next's context: the cache, or the session's ids and actions (only the last
+        receptive_frames + 1: earlier ones cannot reach the next frame)."""
+        if self._cache is not None:
+            return self._cache, None
+        n = min(len(self._ids), dynamics.receptive_frames + 1)
+        ids = torch.stack(self._ids[len(self._ids) - n:], dim=1)
+        acts = self._actions[len(self._actions) - (n - 1):] if n > 1 else []
+        return ids, torch.stack(acts, dim=1) if acts else None
 
     def session_frames(self) -> np.ndarray:
         """Prompt and generated frames so far, uint8 (B, T, H, W, 3)."""

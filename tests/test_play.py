@@ -89,6 +89,60 @@ def test_scripted_play_is_seeded(world_file: Path, prompt_png: Path, tmp_path: P
     assert a.shape == c.shape == (5, 16, 16, 3)
 
 
+def test_world_session_without_cache_plays_the_same_frames() -> None:
+    """fp32, same seed: 24 steps (3 windows of 8) read from the KV cache and recomputed from the
+    session's ids give the same ids and frames, from a one- and a two-frame prompt."""
+    import torch
+    from genie_core.world import World
+
+    torch.manual_seed(0)
+    game = World.from_preset("tiny", ["dynamics.context_frames=8"])
+    game.precision = "fp32"
+    rng = np.random.default_rng(0)
+    actions = rng.integers(0, game.num_actions, 24).tolist()
+    for T0 in (1, 2):
+        prompt = rng.integers(0, 256, (T0, 16, 16, 3), dtype=np.uint8)
+        sessions = {}
+        for use_cache in (True, False):
+            game.use_cache = use_cache
+            game.rollout(prompt, actions, seed=7)
+            sessions[use_cache] = (game.session_ids(), game.session_frames())
+            game.reset()  # back to the prompt, same mode: the same first frame again
+            game.step(actions[0])
+            assert torch.equal(game.session_ids()[:, -1], sessions[use_cache][0][:, T0])
+        (ids_c, frames_c), (ids_r, frames_r) = sessions[True], sessions[False]
+        assert ids_c.shape[1] == frames_c.shape[1] == T0 + 24
+        assert torch.equal(ids_c, ids_r)
+        np.testing.assert_array_equal(frames_c, frames_r)
+    game.rollout(prompt, actions, seed=8)  # the sampling does matter: another seed, other frames
+    assert not torch.equal(game.session_ids(), ids_r)
+
+
+def test_scripted_play_no_cache_gives_the_same_frames(tmp_path: Path, prompt_png: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`genie play --no-cache` recomputes every frame, and at fp32 writes the frames the cached
+    session writes (24 steps, 3 windows of 8; gif: lossless, so decoded frames compare exactly)."""
+    from genie_core.dynamics import DynamicsModel
+
+    calls = []
+    recompute = DynamicsModel.recompute_logits
+    monkeypatch.setattr(DynamicsModel, "recompute_logits",
+                        lambda self, *args: calls.append(1) or recompute(self, *args))
+    actions = ",".join(str(a) for a in np.random.default_rng(1).integers(0, 4, 24))
+    frames, counts = [], []
+    for flags in ([], ["--no-cache"]):
+        path = tmp_path / f"{len(flags)}.gif"
+        calls.clear()
+        result = invoke("play", "--preset", "tiny", "--set", "dynamics.context_frames=8", "--prompt", prompt_png,
+                        "--actions", actions, "-o", path, "--seed", 3, "--precision", "fp32", *flags)
+        assert result.exit_code == 0, result.output
+        frames.append(read_frames(path))
+        counts.append(len(calls))
+    assert counts[0] == 0 and counts[1] >= 24
+    assert frames[0].shape == (25, 16, 16, 3)
+    np.testing.assert_array_equal(frames[0], frames[1])
+
+
 def test_actions_from_stdin_and_json(world_file: Path, prompt_png: Path, tmp_path: Path) -> None:
     import json
 
