@@ -71,6 +71,7 @@ class Inputs:
     jobs: list[Job]
     batch: bool  # folder or stdin mode: bad files are skipped (exit 3), not fatal
     missing: list[Path] = field(default_factory=list)  # stdin paths that do not exist
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)  # folders that cannot be listed
 
 
 def _mirror(files: list[Path], root: Path, out_dir: Path, suffix: str) -> list[Job]:
@@ -128,10 +129,12 @@ def _expand(source: str, output: Path, suffix: str) -> Inputs:
     if path.is_dir():
         if output.exists() and not output.is_dir():
             fail(f"input {path} is a folder, so the output must be a folder, and {output} is a file")
-        files = find_videos(path)
+        unreadable: list[tuple[Path, str]] = []
+        files = find_videos(path, unreadable)
         if not files:
-            fail(f"no videos found in {path}")
-        return Inputs(_mirror(files, path, output, suffix), batch=True)
+            fail(f"no videos found in {path}" + (f" ({unreadable[0][0]}: {unreadable[0][1]})"
+                                                 if unreadable else ""))
+        return Inputs(_mirror(files, path, output, suffix), batch=True, unreadable=unreadable)
     if not path.exists():
         fail(f"file not found: {path}")
     if output.is_dir():
@@ -254,6 +257,9 @@ def run_jobs(inputs: Inputs, label: str, json_out: bool, work: Callable[[Job], A
         for path in inputs.missing:
             skipped += 1
             report_skipped(bar, path, None, "not a file", json_out)
+        for path, reason in inputs.unreadable:
+            skipped += 1
+            report_skipped(bar, path, None, reason, json_out)
         for job in inputs.jobs:
             start = time.perf_counter()
             try:
@@ -274,7 +280,7 @@ def run_jobs(inputs: Inputs, label: str, json_out: bool, work: Callable[[Job], A
 def exit_if_skipped(inputs: Inputs, skipped: int, done_what: str) -> None:
     """Folder/stdin mode: after a run that skipped files, say how many and exit 3."""
     if skipped:
-        done = len(inputs.jobs) + len(inputs.missing) - skipped
+        done = len(inputs.jobs) + len(inputs.missing) + len(inputs.unreadable) - skipped
         typer.echo(f"{done_what} {done} file(s), skipped {skipped}", err=True)
         raise typer.Exit(EXIT_SKIPPED)
 

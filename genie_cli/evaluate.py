@@ -64,6 +64,7 @@ def evaluate(
     from genie_core.evaluate import check_evaluation_memory, controllability, sample_windows
     from genie_core.video import VIDEO_SUFFIXES, find_videos
 
+    folders: list[tuple[Path, str]] = []  # folders that cannot be listed
     if str(clips) == "-":
         videos = stdin_paths()
         if not videos:
@@ -72,7 +73,9 @@ def evaluate(
         if missing:
             fail(f"not a file: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     elif clips.is_dir():
-        videos = find_videos(clips)
+        videos = find_videos(clips, folders)
+        for path, reason in folders:  # counted with the unreadable videos below
+            warn(skipped_line(path, reason))
         if not videos:
             fail(f"no videos found in {clips}")
     elif clips.is_file():
@@ -84,7 +87,7 @@ def evaluate(
     game = open_world(world, preset, overrides, device, precision, threads, seed)
     set_sampling(game, steps, temperature)
     length = prompt_frames + horizon
-    check_evaluation_memory(num_clips, length, game.resolution, batch)
+    check_evaluation_memory(game, num_clips, length, batch)
     unreadable: list[Path] = []
 
     def skip(path: Path, reason: str) -> None:
@@ -94,7 +97,7 @@ def evaluate(
     windows = list(sample_windows(videos, num_clips, length, game.resolution, seed=seed, warn=warn,
                                   on_error=skip))
     if not windows:
-        if len(unreadable) == len(videos):
+        if unreadable and len(unreadable) == len(videos):
             fail(f"no readable video in {clips} ({len(unreadable)} skipped)")
         fail(f"no video in {clips} has the {length} frames a window needs (--prompt-frames + --horizon)")
     if len(windows) < num_clips:
@@ -108,8 +111,9 @@ def evaluate(
         typer.echo(json.dumps(record))
     else:
         _print_table(summary, game)
-    if unreadable:
-        typer.echo(f"evaluated {len(windows)} clip(s), skipped {len(unreadable)} unreadable video(s)", err=True)
+    if unreadable or folders:
+        typer.echo(f"evaluated {len(windows)} clip(s), skipped {len(unreadable) + len(folders)} "
+                   "unreadable video(s) or folder(s)", err=True)
         raise typer.Exit(EXIT_SKIPPED)
 
 

@@ -225,7 +225,10 @@ class FrameCache:
         folder = Path(folder)
         if not folder.is_dir():
             raise GenieError(f"data folder not found: {folder}")
-        videos = _reachable([p for p in find_videos(folder) if CACHE_DIRNAME not in p.parts], warn)
+        unreadable: list[tuple[Path, str]] = []
+        videos = _reachable([p for p in find_videos(folder, unreadable) if CACHE_DIRNAME not in p.parts], warn)
+        for path, reason in unreadable:
+            warn(f"skipping {path}: {reason}")
         if not videos:
             raise GenieError(f"no videos (mp4, gif, webm, avi) found in {folder}")
         key = cache_key(folder, videos, resolution)

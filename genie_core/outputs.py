@@ -65,8 +65,7 @@ class InputGuard:
             except (OSError, ValueError):
                 pass
         if what is not None:
-            raise OutputError(f"output {output} is {what}; refusing to overwrite it "
-                              "(choose another output)")
+            raise OutputError(f"output {output} is {what}; not writing there (choose another output)")
 
 
 def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:

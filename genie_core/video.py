@@ -199,16 +199,24 @@ def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
     return frame if size is None else fit_frames(frame, size)
 
 
-def find_videos(folder: str | os.PathLike) -> list[Path]:
+def find_videos(folder: str | os.PathLike,
+                unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
     """Every video under ``folder`` (recursive, symlinked folders followed once), sorted by path.
 
     Hidden files and folders (names starting with '.') are skipped: they hold editor and OS
-    clutter such as macOS ``._clip.mp4`` resource forks, which are not videos."""
+    clutter such as macOS ``._clip.mp4`` resource forks, which are not videos. Folders that
+    cannot be listed are appended to ``unreadable`` as (path, reason)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise VideoError(f"{folder}: no such folder")
+
+    def onerror(err: OSError) -> None:
+        if unreadable is not None:
+            unreadable.append((Path(err.filename or folder),
+                               f"cannot read folder ({err.strerror or type(err).__name__})"))
+
     found, seen = [], set()
-    for root, dirs, files in os.walk(folder, followlinks=True):
+    for root, dirs, files in os.walk(folder, followlinks=True, onerror=onerror):
         real = os.path.realpath(root)
         if real in seen:  # a symlink loop
             dirs[:] = []

@@ -275,11 +275,19 @@ def test_unreadable_input_under_real_permissions(tmp_path: Path, tok_ckpt: Path)
     clips = tmp_path / "clips"
     write_gif(clips / "good.gif")
     bad = write_gif(clips / "bad.gif", seed=1)
+    write_gif(clips / "locked" / "c.gif", seed=2)
     bad.chmod(0)
+    (clips / "locked").chmod(0)
     out = tmp_path / "tokens"
-    proc = unprivileged_cli("tokenize", clips, "-o", out, "-c", tok_ckpt, "--device", "cpu", "--threads", "1")
+    try:
+        proc = unprivileged_cli("tokenize", clips, "-o", out, "-c", tok_ckpt, "--device", "cpu",
+                                "--threads", "1")
+    finally:
+        (clips / "locked").chmod(0o755)
     assert proc.returncode == EXIT_SKIPPED, proc.stderr
     assert f"skipped {bad}" in proc.stderr and "Traceback" not in proc.stderr
+    assert f"skipped {clips / 'locked'}: cannot read folder" in proc.stderr
+    assert "tokenized 1 file(s), skipped 2" in proc.stderr
     assert files_under(out) == {"good.npz"}
     # A read-only output folder is refused before any work.
     ro = tmp_path / "ro"
@@ -295,22 +303,40 @@ def test_unreadable_input_under_real_permissions(tmp_path: Path, tok_ckpt: Path)
 
 # ---- 4: dangling symlinks and symlink loops in a data folder -----------------------------------
 
-def test_data_folder_skips_and_names_broken_links(tmp_path: Path, tok_ckpt: Path) -> None:
+def test_data_folder_skips_and_names_broken_links(tmp_path: Path, tok_ckpt: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from genie_core.data import FrameCache
 
     data = tmp_path / "data"
     write_gif(data / "a.gif")
     write_gif(data / "b.gif", seed=1)
+    write_gif(data / "locked" / "c.gif", seed=2)
     (data / "gone.mp4").symlink_to(tmp_path / "missing.mp4")
     (data / "loop1.mp4").symlink_to(data / "loop2.mp4")
     (data / "loop2.mp4").symlink_to(data / "loop1.mp4")
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # a folder that cannot be listed, even by root
+        if os.path.realpath(path) == os.path.realpath(data / "locked"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_scandir(path)
+
     warnings: list[str] = []
-    cache = FrameCache.open(data, (16, 16), warn=warnings.append)
+    with monkeypatch.context() as m:
+        m.setattr(os, "scandir", scandir)
+        cache = FrameCache.open(data, (16, 16), warn=warnings.append)
     assert sorted(v.path for v in cache.videos) == ["a.gif", "b.gif"]
     named = " ".join(warnings)
-    for name in ("gone.mp4", "loop1.mp4", "loop2.mp4"):
+    for name in ("gone.mp4", "loop1.mp4", "loop2.mp4", "locked"):
         assert name in named
-    assert "dangling" in named and "loop" in named
+    assert "dangling" in named and "loop" in named and "cannot read folder" in named
+    (data / "locked" / "c.gif").unlink()
+    # genie train names the links and trains on the rest.
+    result = invoke("train", "--preset", "tiny", "--data", data, "--out", tmp_path / "run", "--steps", "1",
+                    "--threads", "1", "--device", "cpu")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert all(name in result.stderr for name in ("gone.mp4", "loop1.mp4", "loop2.mp4"))
+    assert (tmp_path / "run" / "tokenizer" / "last.safetensors").is_file()
     # tokenize names the same links (exit 3) and tokenizes the rest.
     result = invoke("tokenize", data, "-o", tmp_path / "tokens", "-c", tok_ckpt, "--device", "cpu")
     assert result.exit_code == EXIT_SKIPPED
@@ -395,26 +421,27 @@ def test_atomic_write_turns_write_errors_into_output_errors(tmp_path: Path) -> N
 
 # ---- 12: Click's own usage errors are one line ------------------------------------------------
 
-@pytest.mark.parametrize("args", [
-    ["tokenize", "x.mp4", "-o", "x.npz", "--window", "0"],
-    ["tokenize", "x.mp4", "-o", "x.npz", "--threads", "-1"],
-    ["reconstruct", "x.mp4", "-o", "x.mp4", "--batch", "0"],
-    ["train", "--data", ".", "--steps", "-5"],
-    ["train", "--data", ".", "--batch-size", "0"],
-    ["train", "--data", ".", "--threads", "-1"],
-    ["play", "--prompt", "x.png", "--temperature", "nan"],
-    ["play", "--prompt", "x.png", "--fps", "inf"],
-    ["evaluate", "clips", "--temperature", "nan"],
-    ["evaluate", "clips", "--clips", "0"],
-    ["infer-actions", "x.mp4", "--window", "1"],
-    ["infer-actions", "x.mp4", "--threads", "-1"],
-    ["tokenize", "x.mp4"],  # missing -o
-    ["tokenize", "x.mp4", "-o", "x.npz", "--no-such-flag"],
-    ["no-such-command"],
+@pytest.mark.parametrize("args, fragment", [
+    (["tokenize", "x.mp4", "-o", "x.npz", "--window", "0"], "--window"),
+    (["tokenize", "x.mp4", "-o", "x.npz", "--threads", "-1"], "--threads"),
+    (["reconstruct", "x.mp4", "-o", "x.mp4", "--batch", "0"], "--batch"),
+    (["train", "--data", ".", "--steps", "-5"], "--steps"),
+    (["train", "--data", ".", "--batch-size", "0"], "--batch-size"),
+    (["train", "--data", ".", "--threads", "-1"], "--threads"),
+    (["play", "--prompt", "x.png", "--temperature", "nan"], "--temperature"),
+    (["play", "--prompt", "x.png", "--fps", "inf"], "--fps"),
+    (["evaluate", "clips", "--temperature", "nan"], "--temperature"),
+    (["evaluate", "clips", "--clips", "0"], "--clips"),
+    (["infer-actions", "x.mp4", "--window", "1"], "--window"),
+    (["infer-actions", "x.mp4", "--threads", "-1"], "--threads"),
+    (["tokenize", "x.mp4"], "--output"),  # missing -o
+    (["tokenize", "x.mp4", "-o", "x.npz", "--no-such-flag"], "--no-such-flag"),
+    (["no-such-command"], "no-such-command"),
 ])
-def test_usage_errors_are_one_line(args: list[str]) -> None:
+def test_usage_errors_are_one_line(args: list[str], fragment: str) -> None:
+    """Caught by Click before the command runs: one line naming the option, nothing else."""
     line = one_error_line(invoke(*args))
-    assert len(line) < 200
+    assert fragment in line and len(line) < 200, line
 
 
 def test_threads_rule_is_the_same_everywhere() -> None:
