@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from genie_core.checkpoint import CheckpointError, LoadedModel, read_metadata
+from genie_core.config.train import MAX_FRAME_SIDE
 from genie_core.errors import GenieError
-from genie_core.runtime import inference, resolve_device
+from genie_core.runtime import inference, resolve_device, valid_seed
 from genie_core.tokens import file_digest
 from genie_core.version import TOKEN_FORMAT_VERSION, __version__
 
@@ -102,7 +103,7 @@ def load_tokenizer(checkpoint: str | os.PathLike | None = None, *, preset: str |
 
         cfg = load_preset(preset, overrides)
         with torch.random.fork_rng(devices=[]):  # deterministic weights, global RNG untouched
-            torch.manual_seed(seed)
+            torch.manual_seed(valid_seed(seed))
             model = VideoTokenizer.from_config(inference_tokenizer_config(cfg.tokenizer))
         resolution, clip_frames = tuple(cfg.data.resolution), cfg.data.num_frames
         source, digest = f"preset:{preset}", None
@@ -123,6 +124,8 @@ def frame_size(tok: LoadedTokenizer, source_hw: tuple[int, int],
     if size is None:
         size = tok.resolution or (source_hw[0] // sd * sd, source_hw[1] // sd * sd)
     h, w = int(size[0]), int(size[1])
+    if max(h, w) > MAX_FRAME_SIDE:
+        raise GenieError(f"frame size {h}x{w} is larger than {MAX_FRAME_SIDE}x{MAX_FRAME_SIDE}")
     if h < sd or w < sd or h % sd or w % sd:
         raise GenieError(f"frame size {h}x{w} must be a positive multiple of the tokenizer's "
                          f"spatial downsampling ({sd})")

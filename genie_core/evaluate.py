@@ -301,14 +301,28 @@ def controllability(world: Any, windows: Sequence[ClipWindow], *, horizon: int =
         code_counts=counts, action_source=action_source or "custom")
 
 
-def check_evaluation_memory(count: int, length: int, resolution: tuple[int, int], batch_size: int) -> None:
-    """Refuse, before any video is read, an evaluation whose windows (uint8, all held at once)
-    or one rollout batch of them (as float32) alone would not fit in this machine's memory."""
-    H, W = resolution
-    frame = H * W * 3  # bytes of one uint8 frame
-    check_memory(count * length * frame, f"{count} clip windows of {length} frames at {H}x{W}")
-    check_memory(min(count, batch_size) * length * frame * 4,
-                 f"rollout batches of {min(count, batch_size)} clips of {length} frames at {H}x{W}")
+def rollout_bytes_per_clip(world: Any, length: int) -> int:
+    """A rough estimate of the memory one clip of ``length`` frames takes in a rollout batch: its
+    float32 frames beside the tokenizer's widest activation, and per token one transformer
+    layer's activations plus the logits (100000 tiny-preset clips in one batch: about 90 GiB
+    estimated; the run had passed 15 GiB and was still growing when stopped at 2 minutes)."""
+    H, W = world.resolution
+    h, w = world.dynamics.config.token_size
+    cfg = world.dynamics.config
+    widest = max([getattr(m, "out_channels", 0) for m in world.tokenizer.modules()] + [3])
+    pixels = H * W * (3 + 2 * widest)
+    tokens = h * w * (cfg.model_dim * (4 + cfg.ffw_mult) + sum(2 ** b for b in cfg.group_bits))
+    return int(4 * length * (pixels + tokens))
+
+
+def check_evaluation_memory(world: Any, count: int, length: int, batch_size: int) -> None:
+    """Refuse, before any video is read, an evaluation whose windows (uint8, all held at once) or
+    whose rollout batches would not fit in this machine's memory."""
+    H, W = world.resolution
+    check_memory(count * length * H * W * 3, f"{count} clip windows of {length} frames at {H}x{W}")
+    batch = min(count, batch_size)
+    check_memory(batch * rollout_bytes_per_clip(world, length),
+                 f"rollout batches of {batch} clips of {length} frames (--batch)")
 
 
 def sample_windows(videos: Sequence[str | os.PathLike], count: int, length: int,

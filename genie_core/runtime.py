@@ -62,9 +62,9 @@ def physical_memory() -> int | None:
 
 
 def check_memory(nbytes: int, what: str) -> None:
-    """Refuse, before any work, an ask whose plain uint8 frames alone exceed this machine's RAM
-    (the models' activations need several times more)."""
+    """Refuse, before any work, an ask whose memory (as the caller estimates it) exceeds this
+    machine's RAM."""
     total = physical_memory()
     if total is not None and nbytes > total:
-        raise GenieError(f"{what} need {nbytes / 2 ** 30:.1f} GiB of frames, more than this "
+        raise GenieError(f"{what} need about {nbytes / 2 ** 30:.1f} GiB, more than this "
                          f"machine's {total / 2 ** 30:.1f} GiB of memory")

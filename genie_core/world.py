@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from genie_core.checkpoint import Checkpointable, checkpoint_config, save_checkpoint, sub_state
+from genie_core.checkpoint import Checkpointable, checkpoint_config, read_metadata, save_checkpoint, sub_state
 from genie_core.config.base import from_dict, to_dict
 from genie_core.config.dynamics import DynamicsConfig, SamplingConfig
 from genie_core.config.lam import LamConfig
@@ -31,7 +31,7 @@ from genie_core.config.tokenizer import TokenizerConfig
 from genie_core.dynamics import DynamicsModel
 from genie_core.errors import GenieError
 from genie_core.layers.st_transformer import KVCache
-from genie_core.runtime import inference
+from genie_core.runtime import inference, valid_seed
 
 __all__ = ["World", "WorldConfig", "paired_dynamics_config", "inference_tokenizer_config", "load_part"]
 
@@ -78,24 +78,22 @@ def load_part(path: Any, part: str, device: str | torch.device = "cpu") -> nn.Mo
     """The ``part`` ("tokenizer" | "lam" | "dynamics") of a checkpoint holding that kind or a whole
     world, in eval mode. A tokenizer comes without its training-only parts (discriminator,
     perceptual loss), so inference never needs their weights."""
-    from genie_core.checkpoint import CheckpointError, model_class, read_checkpoint
+    from genie_core.checkpoint import checkpoint_step, load_checked, model_class
 
-    tensors, meta = read_checkpoint(path, expect_kind=(part, "world"))
-    try:
+    def build(tensors: dict[str, Tensor], meta: dict[str, str]) -> nn.Module:
         if meta["kind"] == "world":
-            model = getattr(World.from_checkpoint_state(tensors, meta), part)
-        else:
-            cls = model_class(part)
-            cfg = from_dict(cls.config_class(), checkpoint_config(meta), source=f"{path} config")
-            if part == "tokenizer":
-                cfg = inference_tokenizer_config(cfg)
-                tensors = {k: v for k, v in tensors.items()
-                           if not ("tokenizer." + k).startswith(_TRAINING_ONLY)}
-            model = cls.from_config(cfg)
-            model.load_state_dict(tensors, strict=True)
-    except (KeyError, RuntimeError, ValueError) as err:
-        raise CheckpointError(f"{path}: does not match its config ({str(err).splitlines()[0]})") from None
-    model.checkpoint_step = int(meta.get("step", 0))
+            return getattr(World.from_checkpoint_state(tensors, meta), part)
+        cls = model_class(part)
+        cfg = from_dict(cls.config_class(), checkpoint_config(meta), source=f"{path} config")
+        if part == "tokenizer":
+            cfg = inference_tokenizer_config(cfg)
+            tensors = {k: v for k, v in tensors.items() if not ("tokenizer." + k).startswith(_TRAINING_ONLY)}
+        model = cls.from_config(cfg)
+        model.load_state_dict(tensors, strict=True)
+        return model
+
+    model = load_checked(path, build, expect_kind=(part, "world"))
+    model.checkpoint_step = checkpoint_step(read_metadata(path), path)
     return model.to(device).eval()
 
 
@@ -297,7 +295,7 @@ class World(nn.Module, Checkpointable):
         self._prompt_ids = ids
         self._prompt_actions = actions
         self._prompt_cache = None if cache is None else cache.copy()
-        self._seed = seed
+        self._seed = None if seed is None else valid_seed(seed)
         self.reset()
         self._cache = cache
         return ids

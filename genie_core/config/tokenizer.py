@@ -113,9 +113,9 @@ class TokenizerConfig:
             raise ValueError("enc_desc must list at least one block")
         if self.d_codebook < 1 or self.n_codebook < 1:
             raise ValueError("d_codebook and n_codebook must be >= 1")
-        if self.code_bits > 62:
-            raise ValueError(f"d_codebook * n_codebook = {self.code_bits} bits do not fit an int64 "
-                             "token id (at most 62)")
+        if self.code_bits > 31:  # token files hold int32 ids
+            raise ValueError(f"d_codebook * n_codebook = {self.code_bits} bits do not fit an int32 "
+                             "token id (at most 31)")
         if not 0.0 < self.lfq_frac_sample <= 1.0:
             raise ValueError(f"lfq_frac_sample must be in (0, 1], got {self.lfq_frac_sample}")
         if not 1 <= self.lfq_entropy_group_bits <= 12:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from genie_core.checkpoint import atomic_path, read_metadata
+from genie_core.checkpoint import atomic_path
 from genie_core.dynamics import DynamicsModel
 from genie_core.errors import GenieError
 from genie_core.frames import from_model, to_model
@@ -257,7 +257,7 @@ class DynamicsStage(Stage):
         """Bundle tokenizer, LAM and the trained dynamics into ``RUN/world.safetensors``."""
         dyn_path = self.checkpoint_path("dynamics")
         dynamics = load_part(dyn_path, "dynamics")
-        step = int(read_metadata(dyn_path).get("step", 0))
+        step = dynamics.checkpoint_step  # checked when loaded
         world = World(self.tokenizer.cpu(), self.lam.cpu(), dynamics, self.resolution)
         world.save(self.run_dir / WORLD_FILE, step=step)
         self.tokenizer.to(self.device)
