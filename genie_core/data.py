@@ -17,16 +17,16 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from genie_core.cache_folders import (CACHE_VERSION, DamagedCache, is_int, read_index, remove_abandoned_builds,
+                                      remove_entry, remove_stale)
 from genie_core.errors import GenieError, VideoError
 
-CACHE_VERSION = 1
 CACHE_DIRNAME = ".genie_cache"
 ACTION_KEYS = ("actions_effective", "actions")  # sidecar keys, preferred first (tools/README.md)
 
@@ -84,10 +84,6 @@ def _cache_root(folder: Path, warn: Warn = _stderr) -> Path:
     return root
 
 
-def _is_int(value: object, low: int = 0) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
 def read_sidecar_actions(video: Path, num_frames: int, warn: Warn) -> tuple[tuple[int, ...] | None, str | None]:
     """Ground-truth actions from ``clip.json`` beside ``clip.mp4``: one per frame, -1 padded."""
     sidecar = video.with_suffix(".json")
@@ -105,7 +101,7 @@ def read_sidecar_actions(video: Path, num_frames: int, warn: Warn) -> tuple[tupl
         raw = data.get(key) if isinstance(data, dict) else None
         if raw is None:
             continue
-        if not isinstance(raw, list) or not all(_is_int(a, -1) and a < 2 ** 31 for a in raw):
+        if not isinstance(raw, list) or not all(is_int(a, -1) and a < 2 ** 31 for a in raw):
             warn(f"{sidecar}: '{key}' is not a list of integers in [-1, 2**31), ignored")
             return None, None
         if len(raw) < num_frames - 1:
@@ -151,50 +147,12 @@ def _build(folder: Path, videos: list[Path], resolution: tuple[int, int], dest: 
     (dest / "index.json").write_text(json.dumps(index))
 
 
-class DamagedCache(Exception):
-    """A cache folder whose index or frame file is unreadable or inconsistent (rebuilt)."""
-
-
-def _read_index(root: Path, resolution: tuple[int, int] | None) -> dict:
-    """``root/index.json``, checked against itself and the size of ``root/frames.u8``."""
-    if root.is_symlink():
-        raise DamagedCache("a symlink")
-    try:
-        index = json.loads((root / "index.json").read_text())
-        res = tuple(index["resolution"])
-        if index["version"] != CACHE_VERSION or len(res) != 2 or not all(_is_int(n, 1) for n in res):
-            raise ValueError("bad version or resolution")
-        if resolution is not None and res != tuple(resolution):
-            raise ValueError(f"resolution {res} instead of {tuple(resolution)}")
-        offset = 0
-        for v in index["videos"]:
-            actions = v["actions"]
-            if not (isinstance(v["path"], str) and v["offset"] == offset and _is_int(v["num_frames"], 1)):
-                raise ValueError(f"bad entry for {v.get('path')!r}")
-            if actions is not None and not (isinstance(actions, list) and len(actions) == v["num_frames"]
-                                            and all(_is_int(a, -1) for a in actions)):
-                raise ValueError(f"bad actions for {v['path']!r}")
-            offset += v["num_frames"]
-        if not index["videos"] or index["total_frames"] != offset:
-            raise ValueError("frame count does not add up")
-        if not all(isinstance(x, list) and len(x) == 2 for x in index["skipped"]):
-            raise ValueError("bad list of skipped files")
-        frames = root / "frames.u8"
-        expected = offset * res[0] * res[1] * 3
-        if frames.is_symlink() or not frames.is_file() or frames.stat().st_size != expected:
-            raise ValueError(f"frames.u8 is not {expected} bytes (truncated or missing)")
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as err:
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DamagedCache(f"index.json: {detail}" if isinstance(err, json.JSONDecodeError) else detail) from None
-    return index
-
-
 class FrameCache:
     """Every readable video of a folder as one memory-mapped uint8 array (N, H, W, 3)."""
 
     def __init__(self, root: Path, resolution: tuple[int, int] | None = None) -> None:
         self.root = root
-        index = _read_index(root, resolution)
+        index = read_index(root, resolution)
         self.resolution = tuple(index["resolution"])
         self.skipped = [tuple(s) for s in index["skipped"]]
         self.videos = [VideoEntry(v["path"], v["offset"], v["num_frames"],
@@ -235,7 +193,7 @@ class FrameCache:
         root = _cache_root(folder, warn)
         final = root / key
         if build:
-            _remove_abandoned_builds(root)
+            remove_abandoned_builds(root)
         if final.is_symlink() or final.exists():
             try:
                 cache = cls(final, resolution)
@@ -246,7 +204,7 @@ class FrameCache:
                 if not build:
                     raise GenieError(f"frame cache {final} is damaged ({err})") from None
                 warn(f"frame cache {final} is damaged ({err}); rebuilding it")
-                _remove(final)
+                remove_entry(final)
         if not build:
             raise GenieError(f"no frame cache for {folder} at {resolution} (it is built by rank 0)")
         tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-{os.getpid()}-", dir=root))
@@ -259,7 +217,7 @@ class FrameCache:
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        _remove_stale(root, key, resolution)
+        remove_stale(root, key, resolution)
         try:
             return cls(final, resolution)
         except DamagedCache as err:
@@ -281,60 +239,6 @@ def _reachable(videos: list[Path], warn: Warn) -> list[Path]:
             continue
         kept.append(path)
     return kept
-
-
-def _remove(path: Path) -> None:
-    """Delete a cache entry without following symlinks (a link is removed, never its target)."""
-    if path.is_symlink() or not path.is_dir():
-        path.unlink(missing_ok=True)
-    else:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-# A build folder of a process this machine no longer runs, or (for names without a process id)
-# untouched for this long, was left by a killed build.
-_ABANDONED_AFTER_S = 24 * 3600
-
-
-def _remove_abandoned_builds(root: Path) -> None:
-    """``.build-<key>-<pid>-*`` folders whose builder is gone (killed mid-build)."""
-    for tmp in root.glob(".build-*"):
-        parts = tmp.name.split("-")
-        if len(parts) >= 4 and parts[2].isdigit():
-            alive = _process_alive(int(parts[2]))
-        else:
-            try:
-                newest = max([tmp.lstat().st_mtime, *(f.lstat().st_mtime for f in tmp.iterdir())])
-            except OSError:
-                continue
-            alive = time.time() - newest < _ABANDONED_AFTER_S
-        if not alive:
-            _remove(tmp)
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True  # exists (another user's) or cannot tell: leave it
-    return True
-
-
-def _remove_stale(root: Path, keep: str, resolution: tuple[int, int]) -> None:
-    """Older caches of the same folder at the same resolution (the files changed since)."""
-    for other in root.iterdir():
-        if other.name == keep or other.name.startswith(".") or other.is_symlink():
-            continue
-        try:
-            index = json.loads((other / "index.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(index, dict) and tuple(index.get("resolution", ())) == tuple(resolution):
-            shutil.rmtree(other, ignore_errors=True)
 
 
 def split_videos(cache: FrameCache, val_fraction: float) -> tuple[list[int], list[int]]:
