@@ -1,5 +1,5 @@
 """Checkpoints: safetensors files whose metadata holds the format version, the model kind, the
-model config as JSON, the training step and the package version (DESIGN.md, "Files a user sees").
+model config as JSON, the training step and the package version.
 
 Loading never unpickles anything; writing is atomic (temporary name, then rename).
 """

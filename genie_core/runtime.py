@@ -32,7 +32,7 @@ def autocast(device: torch.device, precision: str = "bf16") -> contextlib.Abstra
 
 
 def set_threads(num_threads: int) -> None:
-    """0 keeps torch's default; on a busy 2-core machine 1 thread can beat 2 (DESIGN.md)."""
+    """0 keeps torch's default; on a busy 2-core machine 1 thread can beat 2 (README, Benchmarks)."""
     if num_threads > 0:
         torch.set_num_threads(num_threads)
 
