@@ -17,6 +17,7 @@ from genie_cli import evaluate as evaluate_cmd
 from genie_cli import infer_actions as infer_actions_cmd
 from genie_cli import play as play_cmd
 from genie_cli import reconstruct, tokenize
+from genie_cli import record as record_cmd
 from genie_cli import train as train_cmd
 
 
@@ -69,6 +70,7 @@ app.command("train")(train_cmd.train)
 app.command("play")(play_cmd.play)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("infer-actions")(infer_actions_cmd.infer_actions)
+app.command("record")(record_cmd.record)
 
 
 @app.callback(invoke_without_command=True)

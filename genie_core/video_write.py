@@ -21,10 +21,10 @@ from genie_core.frames import to_rgb
 DEFAULT_CRF = 12  # x264/vp9 constant quality: visually lossless, still tiny files at 64x64
 
 
-def _encoder_args(suffix: str, height: int, width: int, crf: int) -> list[str]:
+def _encoder_args(suffix: str, height: int, width: int, crf: int, full_chroma: bool = False) -> list[str]:
     """ffmpeg output options per container. H.264/VP9 4:2:0 needs even sizes, so odd sizes get
-    4:4:4 (exact size kept, fine for ffmpeg, less widely played)."""
-    chroma = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
+    4:4:4 (exact size kept, fine for ffmpeg, less widely played), as does ``full_chroma``."""
+    chroma = "yuv420p" if height % 2 == 0 and width % 2 == 0 and not full_chroma else "yuv444p"
     if suffix in (".mp4", ".mov", ".m4v"):
         return ["-c:v", "libx264", "-preset", "medium", "-crf", str(crf), "-pix_fmt", chroma,
                 "-movflags", "+faststart", "-f", "mov" if suffix == ".mov" else "mp4"]
@@ -58,12 +58,13 @@ def _frame_stream(frames: np.ndarray | Iterable[np.ndarray]) -> Iterator[np.ndar
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarray], fps: float,
-                crf: int = DEFAULT_CRF) -> Path:
+                crf: int = DEFAULT_CRF, full_chroma: bool = False) -> Path:
     """Write uint8 frames (T, H, W, 3) (or an iterable of frames or windows, streamed) to
     ``path``; the suffix picks the format (mp4/mov/mkv: H.264, webm: VP9, avi: MJPEG, gif).
 
     Atomic: a temporary file is renamed onto ``path`` only when ffmpeg succeeded. ``crf`` is the
-    constant-quality setting (lower is better; 0 is lossless luma for H.264). GIF stores delays
+    constant-quality setting (lower is better; 0 is lossless luma for H.264); ``full_chroma``
+    keeps colour at full resolution (4:4:4; 4:2:0 smears a small sprite's colour). GIF stores delays
     in centiseconds, so its frame rate is kept on average (30 fps -> delays 30, 40, 30 ms)."""
     path = Path(path)
     suffix = path.suffix.lower()
@@ -79,7 +80,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarra
     height, width = first.shape[:2]
     cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
            "-s", f"{width}x{height}", "-framerate", f"{fps:.6g}", "-i", "-",
-           *_encoder_args(suffix, height, width, crf)]
+           *_encoder_args(suffix, height, width, crf, full_chroma)]
     with atomic_path(path) as tmp, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen([*cmd, str(tmp)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=err)
