@@ -198,7 +198,7 @@ class World(nn.Module, Checkpointable):
 
     @property
     def action_source(self) -> str:
-        """"latent" (the LAM's codes, Genie) or "true" (trained on the game's own actions)."""
+        """"latent" (the LAM's codes, Genie) or "truth" (trained on the game's own actions)."""
         return self.dynamics.config.action_source
 
     @property

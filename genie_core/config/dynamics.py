@@ -16,7 +16,7 @@ from typing import Literal
 Schedule = Literal["cosine", "linear", "square", "sqrt"]
 Unmask = Literal["confidence", "random"]
 SpatialPositions = Literal["learned", "rotary", "both"]
-ActionSource = Literal["latent", "true"]
+ActionSource = Literal["latent", "truth"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class DynamicsConfig:
     token_size: tuple[int, int] = (4, 4)  # (h, w) tokens per frame
     num_actions: int = 8  # the LAM's codebook size (or the game's action count with true actions)
     context_frames: int = 16  # frames a generated frame attends to, itself included
-    # "latent": the LAM's actions (Genie); "true": the sidecars' ground-truth actions, an oracle
+    # "latent": the LAM's actions (Genie); "truth": the sidecars' ground-truth actions, an oracle
     # that separates a LAM failure from a dynamics failure and gives a world driven by the
     # game's own actions (named by ``action_names`` where the data gives names).
     action_source: ActionSource = "latent"

@@ -67,13 +67,13 @@ class DynamicsStage(Stage):
             raise GenieError(f"{lam_path}: the LAM was trained at {tuple(lam_res)}, the data is {self.resolution}")
         self.cache = data.cache
         dyn = self.cfg.dynamics
-        if dyn.action_source == "true":
+        if dyn.action_source == "truth":
             dyn = self._true_action_config(dyn)
         self.dyn_cfg = paired_dynamics_config(dyn, self.tokenizer, self.lam, self.resolution)
         self.tokens = torch.from_numpy(self._token_table(tok_path))  # (N, h, w) int32
         # Actions of stride-1 neighbours; clips with a frame stride take them per batch.
         self.actions = None
-        if dyn.action_source == "true":
+        if dyn.action_source == "truth":
             self.actions = torch.from_numpy(self._true_action_table())
         elif self.cfg.data.frame_stride == 1:
             self.actions = torch.from_numpy(self._action_table(lam_path))  # (N,) int64
@@ -82,10 +82,10 @@ class DynamicsStage(Stage):
         """The oracle: the sidecars' true actions drive the model; their count comes from the data
         (or from ``dynamics.action_names`` when the preset names them)."""
         if self.cfg.data.frame_stride != 1:
-            raise GenieError("dynamics.action_source=true needs data.frame_stride=1")
+            raise GenieError("dynamics.action_source=truth needs data.frame_stride=1")
         missing = [v.path for v in self.cache.videos if v.actions is None]
         if missing:
-            raise GenieError(f"dynamics.action_source=true needs true actions in every video's sidecar; "
+            raise GenieError(f"dynamics.action_source=truth needs true actions in every video's sidecar; "
                              f"{len(missing)} have none (e.g. {missing[0]})")
         top = max(max(v.actions) for v in self.cache.videos)
         count = len(dyn.action_names) or top + 1
