@@ -59,7 +59,7 @@ def record(
     resolution: Annotated[str, typer.Option(
         "--resolution", help="Frame size: N (square) or HxW; the whole screen is resized.")] = "64",
     num_envs: Annotated[int, typer.Option(
-        "--num-envs", help="Games played side by side.", min=1, max=256)] = 8,
+        "--num-envs", help="Games played side by side.", min=1, max=256)] = 16,
     clips_per_episode: Annotated[int, typer.Option(
         "--clips-per-episode", help="At most this many clips from one episode, for more levels "
         "(0: no limit).", min=0)] = 4,
@@ -73,8 +73,7 @@ def record(
 ) -> None:
     """Record gameplay clips with the true action at every frame.
 
-    actions\\[t] is applied at frame t and produces frame t+1; actions_effective merges actions
-    whose effects are identical (score latent actions against it).
+    actions\\[t] is applied at frame t and produces frame t+1 (actions_effective: same-effect ids merged).
 
     Examples:
 
@@ -84,11 +83,9 @@ def record(
 
       genie record --verify data/coinrun
 
-    Needs the optional game packages: pip install 'genie[record]' (and, for Procgen,
-    pip install --no-deps procgen-mirror==0.10.7 gym3==0.3.3).
+    Needs pip install 'genie\\[record]' and, for Procgen, pip install --no-deps procgen-mirror==0.10.7 gym3==0.3.3
 
-    Exit codes: 0 done (or verified); 2 bad input, missing packages, or a folder that fails
-    --verify (nothing written).
+    Exit codes: 0 done (or verified); 2 bad input, missing packages, or a folder that fails --verify.
     """
     if (output is None) == (verify is None):
         fail("give -o OUT to record, or --verify FOLDER to check a recording")
