@@ -22,7 +22,7 @@ import torch
 
 from genie_core.checkpoint import CheckpointError, LoadedModel, read_metadata
 from genie_core.config.train import MAX_FRAME_SIDE
-from genie_core.errors import GenieError
+from genie_core.errors import ArgumentError, GenieError
 from genie_core.runtime import inference, resolve_device, valid_seed
 from genie_core.tokens import file_digest
 from genie_core.version import TOKEN_FORMAT_VERSION, __version__
@@ -49,7 +49,7 @@ class LoadedTokenizer(LoadedModel):
 
 def _round_window(window: int, time_downsample: int) -> int:
     if window < 1:
-        raise GenieError(f"the window must be at least 1 frame, got {window}")
+        raise ArgumentError(f"the window must be at least 1 frame, got {window}")
     return math.ceil(window / time_downsample) * time_downsample
 
 

@@ -6,8 +6,13 @@ class GenieError(Exception):
     """An expected, user-caused error. The message is one line and names the culprit."""
 
 
-class ConfigError(GenieError):
-    """Bad preset, YAML file or --set override."""
+class ArgumentError(GenieError, ValueError):
+    """A bad argument to a library function (wrong shape, dtype, range or name). It is a
+    ValueError too, so Python callers can catch it the usual way."""
+
+
+class ConfigError(ArgumentError):
+    """Bad preset, YAML file, --set override or model description (a ValueError too)."""
 
 
 class VideoError(GenieError):

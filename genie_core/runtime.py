@@ -8,7 +8,7 @@ from typing import Iterator
 
 import torch
 
-from genie_core.errors import GenieError
+from genie_core.errors import ArgumentError, GenieError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -18,7 +18,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise GenieError("--device cuda was asked for but no CUDA device is available (try --device cpu)")
     if name not in ("cpu",) and not name.startswith("cuda"):
-        raise GenieError(f"unknown device '{name}' (use auto, cpu or cuda)")
+        raise ArgumentError(f"unknown device '{name}' (use auto, cpu or cuda)")
     return torch.device(name)
 
 
@@ -27,7 +27,7 @@ def autocast(device: torch.device, precision: str = "bf16") -> contextlib.Abstra
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision != "bf16":
-        raise GenieError(f"unknown precision '{precision}' (use bf16 or fp32)")
+        raise ArgumentError(f"unknown precision '{precision}' (use bf16 or fp32)")
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
@@ -50,7 +50,7 @@ def valid_seed(seed: int) -> int:
     try:
         return check_seed(seed)
     except ValueError as err:
-        raise GenieError(str(err)) from None
+        raise ArgumentError(str(err)) from None
 
 
 def physical_memory() -> int | None:

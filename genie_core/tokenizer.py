@@ -16,7 +16,7 @@ from torch import Tensor
 from genie_core.checkpoint import Checkpointable
 from genie_core.config.base import from_dict
 from genie_core.config.tokenizer import TokenizerConfig
-from genie_core.errors import GenieError
+from genie_core.errors import ArgumentError, GenieError
 from genie_core.layers.blocks import Block, build_block
 from genie_core.quantize import LFQ
 
@@ -163,14 +163,21 @@ class VideoTokenizer(nn.Module, Checkpointable):
     # ------------------------------------------------------------------------------- encoding
     def _check_video(self, video: Tensor) -> None:
         if video.ndim != 5 or video.shape[1] != 3:
-            raise ValueError(f"expected video (B, 3, T, H, W), got shape {tuple(video.shape)}")
+            raise ArgumentError(f"expected video (B, 3, T, H, W), got shape {tuple(video.shape)}")
         h, w = video.shape[-2:]
         if h % self._space_down or w % self._space_down:
-            raise ValueError(f"frame size {h}x{w} is not divisible by the tokenizer's spatial "
-                             f"downsampling factor {self._space_down}")
+            raise ArgumentError(f"frame size {h}x{w} is not divisible by the tokenizer's spatial "
+                                f"downsampling factor {self._space_down}")
 
     def encode(self, video: Tensor) -> Tensor:
-        """(B, 3, T, H, W) -> continuous latents (B, D, ceil(T / t), H / s, W / s), D = d * n."""
+        """(B, 3, T, H, W) -> continuous latents (B, D, n, H / s, W / s), D = d * n_codebook.
+
+        With time downsampling t, n = ceil(T / t) and latent frame j covers frames up to and
+        including T - 1 - (n - 1 - j) t: the last latent frame ends at the last frame, and no
+        latent frame sees a frame after its group. T = 1 + t k gives MagViT-2's grouping (frame 0
+        alone, then groups of t); otherwise the first group is the short one, completed by
+        repeating frame 0 before the clip (``decode`` then returns n t frames, of which
+        ``reconstruct`` keeps the last T)."""
         self._check_video(video)
         x = video.contiguous(memory_format=torch.channels_last_3d)
         for block in self.encoder:

@@ -29,7 +29,7 @@ from genie_core.config.dynamics import DynamicsConfig, SamplingConfig
 from genie_core.config.lam import LamConfig
 from genie_core.config.tokenizer import TokenizerConfig
 from genie_core.dynamics import DynamicsModel
-from genie_core.errors import GenieError
+from genie_core.errors import ArgumentError, GenieError
 from genie_core.layers.st_transformer import KVCache
 from genie_core.runtime import inference, valid_seed
 
@@ -62,12 +62,13 @@ def paired_dynamics_config(cfg: DynamicsConfig, tokenizer: Any, lam: Any,
     A world model needs one latent frame per video frame, so the tokenizer must not compress time.
     """
     if tokenizer.time_downsample != 1:
-        raise GenieError(f"a world needs a tokenizer with one latent frame per video frame; this one "
-                         f"compresses time by {tokenizer.time_downsample} (use a preset with time stride 1)")
+        raise ArgumentError(f"a world needs a tokenizer with one latent frame per video frame; "
+                            f"this one compresses time by {tokenizer.time_downsample} (use a preset "
+                            "with time stride 1)")
     H, W = resolution
     s = tokenizer.space_downsample
     if H % s or W % s:
-        raise GenieError(f"frame size {H}x{W} is not a multiple of the tokenizer's downsampling {s}")
+        raise ArgumentError(f"frame size {H}x{W} is not a multiple of the tokenizer's downsampling {s}")
     # Latent actions come from the LAM; true actions are the game's (the stage counts them).
     num_actions = lam.num_actions if cfg.action_source == "latent" else cfg.num_actions
     return dataclasses.replace(cfg, code_bits=tokenizer.code_bits, token_size=(H // s, W // s),
@@ -214,14 +215,14 @@ class World(nn.Module, Checkpointable):
 
         arr = frames.detach().cpu().numpy() if isinstance(frames, Tensor) else np.asarray(frames)
         if arr.dtype != np.uint8:
-            raise GenieError(f"prompt frames must be uint8, got {arr.dtype}")
+            raise ArgumentError(f"prompt frames must be uint8, got {arr.dtype}")
         if arr.ndim == 3:
             arr = arr[None, None]
         elif arr.ndim == 4:
             arr = arr[None]
         if arr.ndim != 5 or arr.shape[-1] not in (1, 3, 4):
-            raise GenieError(f"prompt frames must be (H, W, 3), (T, H, W, 3) or (B, T, H, W, 3), "
-                             f"got shape {arr.shape}")
+            raise ArgumentError(f"prompt frames must be (H, W, 3), (T, H, W, 3) or (B, T, H, W, 3), "
+                                f"got shape {arr.shape}")
         return np.stack([fit_frames(clip, self.resolution) for clip in arr])
 
     def _to_model(self, frames: np.ndarray) -> Tensor:
@@ -316,8 +317,8 @@ class World(nn.Module, Checkpointable):
 
     def _check_actions(self, actions: Tensor) -> None:
         if actions.numel() and (actions.min() < 0 or actions.max() >= self.num_actions):
-            raise GenieError(f"latent actions must be in 0..{self.num_actions - 1}, got "
-                             f"{sorted(set(actions.flatten().tolist()))}")
+            raise ArgumentError(f"latent actions must be in 0..{self.num_actions - 1}, got "
+                                f"{sorted(set(actions.flatten().tolist()))}")
 
     @torch.no_grad()
     def step(self, action: int | Sequence[int] | Tensor, *, generator: torch.Generator | None = None,
@@ -332,7 +333,7 @@ class World(nn.Module, Checkpointable):
         if act.numel() == 1:
             act = act.expand(B)
         if act.numel() != B:
-            raise GenieError(f"expected 1 or {B} actions, got {act.numel()}")
+            raise ArgumentError(f"expected 1 or {B} actions, got {act.numel()}")
         self._check_actions(act)
         cfg = dataclasses.replace(self.sampling, **sampling)
         dynamics, tokenizer = self._models

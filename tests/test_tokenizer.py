@@ -147,18 +147,26 @@ BLUR_TIME_DOWN = [
 ]
 
 
+def _group_of(t: int, T: int, f: int) -> int:
+    """The latent frame whose group holds frame t: groups of f counted back from frame T - 1
+    (latent j ends at T - 1 - (n - 1 - j) f); t // f when f divides T."""
+    n = -(-T // f)
+    return n - 1 - (T - 1 - t) // f
+
+
 def _check_encoder_causal(tok: VideoTokenizer, x: torch.Tensor, frames=None) -> None:
-    """Change frame t: latent frames whose input window ends before t must not move (a latent
-    frame j of a time-/f encoder covers input frames up to (j + 1) f - 1)."""
-    f = tok.time_downsample
+    """Change frame t: the latent frame of t's group moves, and every latent frame whose group
+    ends before t stays bit for bit."""
+    f, T = tok.time_downsample, x.shape[2]
     tok.eval()
     with torch.no_grad():
         base = tok.encode(x)
-        for t in frames if frames is not None else range(x.shape[2]):
+        assert base.shape[2] == -(-T // f)
+        for t in frames if frames is not None else range(T):
             y = x.clone()
             y[:, :, t] = torch.rand_like(y[:, :, t]) * 2 - 1
             out = tok.encode(y)
-            first_affected = t // f  # latent frames < t // f end before frame t
+            first_affected = _group_of(t, T, f)
             assert torch.equal(out[:, :, :first_affected], base[:, :, :first_affected]), t
             assert not torch.equal(out[:, :, first_affected], base[:, :, first_affected]), t
 
@@ -178,6 +186,59 @@ def test_encoder_is_causal(desc):
         tok = VideoTokenizer(enc_desc=desc, d_codebook=6)
         x = video(b=1, t=8, size=16)
     _check_encoder_causal(tok, x)
+
+
+@pytest.mark.parametrize("desc", [NARROW_MAGVIT2, BLUR_TIME_DOWN], ids=["magvit2-narrow", "blur-time"])
+@pytest.mark.parametrize("T", [16, 17, 18, 5])
+def test_last_frame_reaches_the_last_latent_only(desc, T):
+    """Time /4 on any frame count: perturbing the last frame moves the last latent frame and
+    nothing before it; every other frame moves its own group's latent and none ending before it;
+    the decoder's output, trimmed at the front, has the input's length."""
+    torch.manual_seed(0)
+    tok = VideoTokenizer(enc_desc=desc, d_codebook=6).eval()
+    assert tok.time_downsample == 4
+    x = video(b=1, t=T, size=16)
+    n = -(-T // 4)
+    with torch.no_grad():
+        base = tok.encode(x)
+        y = x.clone()
+        y[:, :, -1] = -y[:, :, -1]
+        out = tok.encode(y)
+    assert base.shape[2] == n
+    assert torch.equal(out[:, :, :-1], base[:, :, :-1])
+    assert (out[:, :, -1] - base[:, :, -1]).abs().max() > 1e-4
+    _check_encoder_causal(tok, x)
+    if T % 4 == 1:  # MagViT-2's grouping: the first latent frame is frame 0 alone
+        assert [_group_of(t, T, 4) for t in range(6)] == [0, 1, 1, 1, 1, 2]
+    assert tok.decode(tok.tokenize(x)[0]).shape[2] == 4 * n
+    assert tok.reconstruct(x).shape == x.shape
+
+
+def test_bad_arguments_are_value_errors():
+    """Bad arguments through the library API are ValueErrors (and GenieErrors)."""
+    from genie_core.api import _round_window
+    from genie_core.errors import GenieError
+    from genie_core.runtime import autocast, resolve_device, valid_seed
+
+    with pytest.raises(ValueError, match=r"time by 2 and space by 4") as err:
+        VideoTokenizer(enc_desc=SEED_ENC_DESC, dec_desc=MAGVIT2_DEC_DESC, **seed_kwargs())
+    assert isinstance(err.value, ConfigError) and isinstance(err.value, GenieError)
+    # a nested config error keeps its one message (not wrapped a second time as a ValueError)
+    with pytest.raises(ValueError) as err:
+        VideoTokenizer(enc_desc=[("causal", {"out_channels": 8, "bogus": 1}),
+                                 ("proj_out", {"out_channels": 6})], d_codebook=6)
+    assert str(err.value) == ("VideoTokenizer(...): 'enc_desc[0]' (causal): unknown key 'bogus' "
+                              "(known: n_rep, in_channels, out_channels, kernel_size, pad_mode)")
+    tok = tiny()
+    for bad in (torch.zeros(1, 3, 2, 15, 16), torch.zeros(1, 4, 2, 16, 16)):
+        with pytest.raises(ValueError) as err:
+            tok.encode(bad)
+        assert isinstance(err.value, GenieError)
+    for call in (lambda: resolve_device("tpu"), lambda: autocast(torch.device("cpu"), "fp8"),
+                 lambda: valid_seed(-1), lambda: _round_window(0, 4)):
+        with pytest.raises(ValueError) as err:
+            call()
+        assert isinstance(err.value, GenieError)
 
 
 def test_decoder_is_causal():
@@ -389,3 +450,24 @@ def test_mirrored_decoder_structure():
     assert names.count("spacetime_upsample") == 2 and names.count("adaptive_group_norm") == 1
     assert [b.in_channels for b in dec if b.name == "residual"] == \
         [b.out_channels for b in reversed(enc) if b.name == "residual"]
+
+
+def test_time_compressing_stage_validates_clips_of_any_length(clip_dir, tmp_path):
+    """A time-/4 tokenizer on 5-frame clips (not a multiple of 4) trains through the stage: the
+    validation pass trims the decoder's 8 frames to the clips' 5 and scores them."""
+    from genie_core.stages.tokenizer import TokenizerStage
+    from genie_core.train import train
+
+    cfg = load_preset("tiny", ["data.num_frames=5", "train.tokenizer.steps=2",
+                               "train.tokenizer.eval_every=2", "train.tokenizer.save_every=2"])
+    cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(
+        cfg.tokenizer, enc_desc=BLUR_TIME_DOWN, d_codebook=6, disc=None))
+    result = train(cfg, clip_dir, tmp_path / "run", device="cpu")["tokenizer"]
+    assert 0 < result["psnr"] < 100 and 0 < result["codebook_usage"] <= 1
+    torch.manual_seed(0)
+    tok = VideoTokenizer(cfg.tokenizer).eval()
+    frames = torch.randint(0, 256, (2, 5, 16, 16, 3), dtype=torch.uint8)
+    real, rec, ids = TokenizerStage._reconstruct(None, tok, frames)  # self is not used
+    assert real.shape == rec.shape == (2, 3, 5, 16, 16) and ids.shape == (2, 2, 8, 8)
+    expected = (tok.reconstruct(real * 2 - 1).float().clamp(-1, 1) + 1) / 2
+    assert torch.allclose(rec, expected, atol=1e-6)

@@ -99,6 +99,8 @@ def from_dict(cls: type, data: Any, *, source: str = "<config>", prefix: str = "
         kwargs[key] = convert(value, hints[key], path, source)
     try:
         return cls(**kwargs)
+    except ConfigError:  # already names its key (a ValueError too: not to be wrapped again)
+        raise
     except TypeError as err:  # a required field is missing
         raise ConfigError(f"{source}: '{where}': {err}") from None
     except ValueError as err:

@@ -1,9 +1,15 @@
 """Convolution primitives for the MagViT-2 tokenizer (Yu et al. 2023, §3.2): causal 3D convolution,
 per-frame group norm, anti-aliased (blur) pooling (Zhang 2019, "Making CNNs shift-invariant again").
 
-Causality (DESIGN.md "Known traps"): time is padded on the past side only, and normalisation
-statistics never span time (each frame is normalised on its own), so output frame t depends on
-input frames <= t.
+Causality: time is padded on the past side only, and normalisation statistics never span time
+(each frame is normalised on its own), so output frame t depends on input frames <= t.
+
+Time groups are counted from the end of the clip: a time-/s layer maps T frames to ceil(T / s),
+output j summarising the s frames that end at input frame T - 1 - (ceil(T / s) - 1 - j) s. The
+last output always ends at the last frame, and stacked layers compose (a /2 then a /2 group
+exactly as one /4). When s does not divide T the first group is the short one, completed by
+repeating the first frame before the clip; with T = 1 + s k the first output is frame 0 alone and
+the rest are groups of s (MagViT-2's grouping).
 """
 
 from __future__ import annotations
@@ -138,9 +144,9 @@ class CausalConv3d(nn.Module):
     """3D convolution, causal in time: ``kt - st`` frames (plus what makes T divisible by ``st``)
     are padded before the clip, none after; space is zero-padded symmetrically ("same").
 
-    With time stride s the output has ceil(T / s) frames and output j ends exactly at input frame
-    (j + 1) s - 1 (counted so that the last output ends at the last frame): a latent frame never
-    sees a frame after the ones it summarises. ``causal=False`` pads time symmetrically instead
+    With time stride s the output has n = ceil(T / s) frames and output j ends exactly at input
+    frame T - 1 - (n - 1 - j) s (the last output ends at the last frame; (j + 1) s - 1 when s
+    divides T): a latent frame never sees a frame after the ones it summarises. ``causal=False`` pads time symmetrically instead
     (for decoders that may look ahead; never used by the encoder).
     """
 

@@ -74,10 +74,13 @@ class TokenizerStage(Stage):
         return loss, _detached(aux)
 
     def _reconstruct(self, model: nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(original, reconstruction) in [0, 1] as float (B, 3, T, H, W), and the token ids."""
+        """(original, reconstruction) in [0, 1] as float (B, 3, T, H, W), and the token ids.
+
+        A time-/f encoder gives ceil(T / f) latent frames; the decoder's ceil(T / f) * f frames
+        are trimmed at the front to the input's T (as ``VideoTokenizer.reconstruct`` does)."""
         video = to_model(frames)
         codes, ids = model.tokenize(video)
-        rec = model.decode(codes).float().clamp(-1, 1)
+        rec = model.decode(codes)[:, :, -video.shape[2]:].float().clamp(-1, 1)
         return (video + 1) / 2, (rec + 1) / 2, ids
 
     def evaluate(self, model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
