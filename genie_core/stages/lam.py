@@ -36,6 +36,15 @@ class LamStage(Stage):
     name = "lam"
     kind = "lam"
 
+    @property
+    def ddp_find_unused(self) -> bool:  # type: ignore[override]
+        """During ``lam.continuous_steps`` the decoder gets the continuous latent, so a learned
+        codebook (``codebook_ema: 0``) takes no part in the loss: DDP must look for unused
+        parameters (it leaves their gradient None on every rank, as one process does; a
+        zero-weight term would instead hand AdamW a zero gradient and decay the codebook)."""
+        lam = self.cfg.lam
+        return lam.continuous_steps > 0 and lam.codebook_ema == 0
+
     def build_model(self) -> nn.Module:
         from genie_core.lam import LatentActionModel
 
