@@ -104,7 +104,8 @@ def test_controllability_report(world, clips: Path) -> None:
         out = rollout_psnr(world, part, horizon=4, seed=0, random_actions=report.actions["random"][i:i + 2])
         inferred.append(out["psnr_inferred"][:, 3])
         random.append(out["psnr_random"][:, 3])
-    inferred, random = np.minimum(np.concatenate(inferred), PSNR_CAP_DB), np.minimum(np.concatenate(random), PSNR_CAP_DB)
+    inferred = np.minimum(np.concatenate(inferred), PSNR_CAP_DB)
+    random = np.minimum(np.concatenate(random), PSNR_CAP_DB)
     assert not np.allclose(inferred, random)  # the actions matter, so Δ is not 0 by construction
     np.testing.assert_allclose(summary["delta_psnr_t4"], inferred.mean() - random.mean(), atol=1e-4)
     assert len(report.per_clip()) == 5

@@ -146,8 +146,9 @@ class CausalConv3d(nn.Module):
 
     With time stride s the output has n = ceil(T / s) frames and output j ends exactly at input
     frame T - 1 - (n - 1 - j) s (the last output ends at the last frame; (j + 1) s - 1 when s
-    divides T): a latent frame never sees a frame after the ones it summarises. ``causal=False`` pads time symmetrically instead
-    (for decoders that may look ahead; never used by the encoder).
+    divides T): a latent frame never sees a frame after the ones it summarises.
+    ``causal=False`` pads time symmetrically instead (for decoders that may look ahead; never
+    used by the encoder).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int, int] = 3,
