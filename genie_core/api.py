@@ -2,8 +2,9 @@
 the video tokenizer). Long videos stream through in windows (``video.iter_video``) and are never
 read whole; windows are batched and run under bf16 autocast.
 
-Each window is tokenized on its own, as the tokenizer saw clips in training; the encoder is
-causal, so a short last window is padded by repeating its last frame and the padding is trimmed.
+Each window is encoded after the earlier frames its causal encoder can see (a warm-up), so the
+ids equal one continuous encoding of the video (``genie_core.window_encode``); a short last
+window is padded by repeating its last frame and the padding is trimmed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from genie_core.errors import ArgumentError, GenieError
 from genie_core.runtime import inference, resolve_device, valid_seed
 from genie_core.tokens import file_digest
 from genie_core.version import TOKEN_FORMAT_VERSION, __version__
+from genie_core.window_encode import warmup_frames
 
 DEFAULT_WINDOW = 16  # frames per window when neither the checkpoint nor the preset says
 TOKENIZER_KINDS = ("tokenizer", "world")  # a world bundle carries its tokenizer
@@ -36,7 +38,7 @@ class LoadedTokenizer(LoadedModel):
     """A tokenizer (``model``: a VideoTokenizer) in eval mode with what the token files record
     about it."""
 
-    window: int  # frames per independently tokenized window (a multiple of time_downsample)
+    window: int  # frames per encoded window, after a causal warm-up (a multiple of time_downsample)
 
     @property
     def time_downsample(self) -> int:
@@ -134,52 +136,28 @@ def frame_size(tok: LoadedTokenizer, source_hw: tuple[int, int],
 
 # ---- streaming core ------------------------------------------------------------------------
 
-def _window_batches(path: Path, size: tuple[int, int], window: int,
-                    batch_windows: int) -> Iterator[list[np.ndarray]]:
+def _window_frames(path: Path, size: tuple[int, int], window: int) -> Iterator[np.ndarray]:
     from genie_core.video import iter_video
 
-    batch: list[np.ndarray] = []
-    for frames in iter_video(path, size=size, window=window):
-        if len(frames) == 0:
-            continue
-        batch.append(frames)
-        if len(batch) == batch_windows:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _pad_causal(frames: np.ndarray, length: int) -> np.ndarray:
-    """Repeat the last frame up to ``length`` frames; the causal encoder never lets the padding
-    change the tokens of the real frames before it."""
-    if len(frames) == length:
-        return frames
-    pad = np.repeat(frames[-1:], length - len(frames), axis=0)
-    return np.concatenate([frames, pad], axis=0)  # (length, H, W, 3)
+    return (frames for frames in iter_video(path, size=size, window=window) if len(frames))
 
 
 @dataclass
 class _WindowResult:
     frames: np.ndarray  # uint8 (n, H, W, 3), the fitted input frames
-    ids: torch.Tensor  # int64 (T'_padded, h, w) on CPU; the padded tail is kept for decoding
-    num_latent: int  # latent frames that cover real frames: ceil(n / time_downsample)
+    ids: torch.Tensor  # int64 (ceil(n / time_downsample), h, w) on CPU
 
 
 def _encode_windows(tok: LoadedTokenizer, path: Path, size: tuple[int, int], batch_windows: int,
                     precision: str) -> Iterator[_WindowResult]:
-    from genie_core.frames import to_model
+    """The video's windows with their ids, each window encoded after a causal warm-up
+    (``window_encode.encode_windows``)."""
+    from genie_core.window_encode import encode_windows
 
-    td = tok.time_downsample
-    for batch in _window_batches(path, size, tok.window, batch_windows):
-        length = math.ceil(max(len(w) for w in batch) / td) * td
-        clip = np.stack([_pad_causal(w, length) for w in batch])  # (B, T, H, W, 3)
-        x = to_model(clip).to(tok.device)  # (B, 3, T, H, W) in [-1, 1]
-        with inference(tok.device, precision):
-            _, ids = tok.model.tokenize(x)  # (B, T', h, w)
-        ids = ids.long().cpu()
-        for frames, window_ids in zip(batch, ids):
-            yield _WindowResult(frames, window_ids, math.ceil(len(frames) / td))
+    for frames, ids in encode_windows(tok.model, _window_frames(path, size, tok.window),
+                                      device=tok.device, precision=precision,
+                                      batch_windows=batch_windows):
+        yield _WindowResult(frames, ids)
 
 
 def _probe(path: Path) -> Any:
@@ -200,7 +178,7 @@ def tokenize_video(tok: LoadedTokenizer, path: str | os.PathLike, *,
     chunks, num_frames = [], 0
     for res in _encode_windows(tok, path, hw, batch_windows, precision):
         # int32 copies: a view would keep the whole batch's int64 ids alive.
-        chunks.append(res.ids[: res.num_latent].numpy().astype(np.int32))
+        chunks.append(res.ids.numpy().astype(np.int32))
         num_frames += len(res.frames)
     if num_frames == 0:
         from genie_core.errors import VideoError
@@ -218,7 +196,10 @@ def tokenize_video(tok: LoadedTokenizer, path: str | os.PathLike, *,
         "time_downsample": tok.time_downsample,
         "space_downsample": tok.space_downsample,
         "vocab_size": int(tok.model.vocab_size),
-        "window": tok.window,  # each window of this many frames was tokenized on its own
+        # Frames per encoder call; each window is encoded after ``window_warmup`` earlier frames,
+        # so the ids equal one continuous encoding (see genie_core.window_encode).
+        "window": tok.window,
+        "window_warmup": warmup_frames(tok.model),
         "precision": precision,
         "genie_version": __version__,
     }
@@ -250,7 +231,7 @@ def iter_reconstruction(tok: LoadedTokenizer, path: str | os.PathLike, *,
     pending: list[_WindowResult] = []
 
     def flush() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        # One encode batch: every window in it was padded to the same length.
+        # Windows of one latent length (only the last window of a video may be shorter).
         ids = torch.stack([r.ids for r in pending]).to(tok.device)  # (B, T', h, w)
         with inference(tok.device, precision):
             video = tok.model.decode_ids(ids)  # (B, 3, T, H, W)
@@ -260,6 +241,8 @@ def iter_reconstruction(tok: LoadedTokenizer, path: str | os.PathLike, *,
         pending.clear()
 
     for res in _encode_windows(tok, path, hw, batch_windows, precision):
+        if pending and len(pending[0].ids) != len(res.ids):
+            yield from flush()
         pending.append(res)
         if len(pending) == batch_windows:
             yield from flush()

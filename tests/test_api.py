@@ -216,12 +216,12 @@ def test_real_tokenizer_windows(make_clip, clip_frames, tmp_path: Path, override
     td = tok.time_downsample
     ids, meta = api.tokenize_video(tok, clip, batch_windows=2, precision="fp32")
     frames = clip_frames(7, (16, 16))
-    expected = []
-    for chunk in (frames[:4], frames[4:]):  # each window alone, last frame repeated to a multiple of td
-        n = -(-len(chunk) // td) * td
-        padded = np.concatenate([chunk, np.repeat(chunk[-1:], n - len(chunk), axis=0)])
-        with torch.no_grad():
-            expected.append(tok.model.tokenize(to_model(padded))[1][0].numpy())
+    # One continuous encoding of the clip (its last frame repeated to a multiple of td): the
+    # warm-up before each window covers the encoder's receptive field.
+    n = -(-7 // td) * td
+    padded = np.concatenate([frames, np.repeat(frames[-1:], n - 7, axis=0)])
+    with torch.no_grad():
+        expected = [tok.model.tokenize(to_model(padded))[1][0].numpy()]
     np.testing.assert_array_equal(ids, np.concatenate(expected))
     assert ids.shape == (4 // td + -(-3 // td), 8, 8) and meta["vocab_size"] == 2 ** 8
     rec = api.reconstruct_video(tok, clip, batch_windows=2, precision="fp32")
@@ -261,3 +261,63 @@ def test_world_bundle_tokenizer(make_clip, tmp_path: Path) -> None:
     with torch.no_grad():
         for key, value in world.tokenizer.state_dict().items():
             assert torch.equal(tok.model.state_dict()[key], value)
+
+
+# ---- causal warm-up: window-by-window ids equal one continuous encoding -----------------------
+
+CONV3 = ["tokenizer.enc_desc=[[causal, {out_channels: 8, kernel_size: 3}], [causal, {out_channels: 8, "
+         "kernel_size: 3}], [residual, {out_channels: 16, downsample: [1, 2], num_groups: 4}], "
+         "[proj_out, {out_channels: 8, num_groups: 4}]]"]
+
+
+def test_receptive_field_from_layers() -> None:
+    from genie_core.window_encode import temporal_receptive_field, warmup_frames
+
+    tok = api.load_tokenizer(None, preset="tiny", overrides=CONV3, device="cpu")
+    assert temporal_receptive_field(tok.model) == 2 + 2 + 2 * 2 + 2  # four k=3 convs and proj_out
+    down = api.load_tokenizer(None, preset="tiny", overrides=TIME_DOWN, device="cpu").model
+    # causal k3 (2), blur pool of 2 frames (1), two k3 convs at scale 2 (8), proj_out at scale 2 (4);
+    # the warm-up rounds 15 up to whole time groups
+    assert temporal_receptive_field(down) == 15 and warmup_frames(down) == 16
+
+
+def test_receptive_field_is_tight() -> None:
+    """Changing the frame R before a latent's frame changes it; the frame before that does not."""
+    from genie_core.frames import to_model
+    from genie_core.window_encode import temporal_receptive_field
+
+    model = api.load_tokenizer(None, preset="tiny", overrides=CONV3, device="cpu").model
+    r = temporal_receptive_field(model)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (r + 4, 16, 16, 3), dtype=np.uint8)
+    with torch.no_grad():
+        base = model.encode(to_model(frames))[:, :, -1]
+        for back, changes in ((r, True), (r + 1, False)):
+            other = frames.copy()
+            other[-1 - back] = 255 - other[-1 - back]
+            diff = (model.encode(to_model(other))[:, :, -1] - base).abs().max().item()
+            assert (diff > 1e-6) == changes, (back, diff)
+
+
+@pytest.mark.parametrize("overrides", [CONV3, TIME_DOWN], ids=["conv3", "time/2"])
+def test_windows_equal_continuous_encoding(overrides: list[str]) -> None:
+    from genie_core.frames import to_model
+    from genie_core.window_encode import encode_windows
+
+    model = api.load_tokenizer(None, preset="tiny", overrides=overrides, device="cpu").model
+    window = 8
+    frames = np.random.default_rng(1).integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)  # 2.5 windows
+    with torch.no_grad():
+        whole = model.tokenize(to_model(frames))[1][0].numpy()  # 20 frames: a multiple of td
+
+    def windowed(**kw) -> np.ndarray:
+        chunks = (frames[i:i + window] for i in range(0, 20, window))
+        return np.concatenate([ids.numpy() for _, ids in encode_windows(
+            model, chunks, device=torch.device("cpu"), precision="fp32", batch_windows=2, **kw)])
+
+    np.testing.assert_array_equal(windowed(), whole)
+    # Without the warm-up the windows after the first differ: the test can tell.
+    td = model.time_downsample
+    cold = windowed(warmup=0)
+    np.testing.assert_array_equal(cold[: window // td], whole[: window // td])
+    assert (cold[window // td:] != whole[window // td:]).mean() > 0.2

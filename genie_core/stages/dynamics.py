@@ -25,18 +25,12 @@ from genie_core.runtime import inference
 from genie_core.stages import Stage, register
 from genie_core.tokens import TokenFileError, file_digest, load_tokens, save_tokens
 from genie_core.version import __version__
+from genie_core.window_encode import encode_windows, warmup_frames
 from genie_core.world import World, load_part, paired_dynamics_config
 
 WORLD_FILE = "world.safetensors"
 BATCH_WINDOWS = 8  # tokenizer windows encoded together
 LAM_CHUNK = 64  # frames handed to the LAM at a time
-
-
-def _pad_causal(frames: np.ndarray, length: int) -> np.ndarray:
-    """Repeat the last frame up to ``length``; the causal encoder keeps the real frames' tokens."""
-    if len(frames) == length:
-        return frames
-    return np.concatenate([frames, np.repeat(frames[-1:], length - len(frames), axis=0)])
 
 
 @register
@@ -107,13 +101,16 @@ class DynamicsStage(Stage):
         root = self.cache.root / "tokens" / digest
         h, w = self.dyn_cfg.token_size
         table = np.zeros((len(self.cache.frames), h, w), np.int32)
+        warmup = warmup_frames(self.tokenizer)
         for video in self.cache.videos:
             path = root / f"{video.path}.npz"
             ids = None
             if path.is_file():
                 try:
                     ids, meta = load_tokens(path)
-                    if ids.shape != (video.num_frames, h, w) or meta.get("tokenizer_digest") != digest:
+                    # A file without the warm-up came from independent windows: encode again.
+                    if (ids.shape != (video.num_frames, h, w) or meta.get("tokenizer_digest") != digest
+                            or meta.get("window_warmup") != warmup):
                         ids = None
                 except TokenFileError:
                     ids = None
@@ -125,23 +122,19 @@ class DynamicsStage(Stage):
                     "tokenizer_digest": digest, "time_downsample": 1,
                     "space_downsample": int(self.tokenizer.space_downsample),
                     "vocab_size": int(self.tokenizer.vocab_size), "window": self.cfg.data.num_frames,
+                    "window_warmup": warmup,  # frames encoded before each window
                     "genie_version": __version__})
             table[video.offset: video.offset + video.num_frames] = ids
         return table
 
-    @torch.no_grad()
     def _tokenize(self, frames: np.ndarray) -> np.ndarray:
-        """Ids (n, h, w) of frames (n, H, W, 3): windows of the training clip length, each on its
-        own (as the tokenizer saw clips), batched."""
+        """Ids (n, h, w) of one video's frames (n, H, W, 3): windows of the training clip length,
+        each encoded after a causal warm-up (as ``genie tokenize`` does), so the ids equal one
+        continuous encoding of the video; batched."""
         window = self.cfg.data.num_frames
-        windows = [np.array(frames[i: i + window]) for i in range(0, len(frames), window)]
-        out = []
-        for i in range(0, len(windows), BATCH_WINDOWS):
-            group = windows[i: i + BATCH_WINDOWS]
-            clip = np.stack([_pad_causal(f, window) for f in group])  # (b, window, H, W, 3)
-            with inference(self.device, self.precision):
-                ids = self.tokenizer.tokenize(to_model(clip, device=self.device))[1].cpu()  # (b, window, h, w)
-            out += [ids_w[: len(f)] for ids_w, f in zip(ids, group)]
+        windows = (frames[i: i + window] for i in range(0, len(frames), window))
+        out = [ids for _, ids in encode_windows(self.tokenizer, windows, device=self.device,
+                                                precision=self.precision, batch_windows=BATCH_WINDOWS)]
         return torch.cat(out).numpy().astype(np.int32)
 
     def _action_table(self, lam_path: Path) -> np.ndarray:
