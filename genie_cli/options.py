@@ -42,6 +42,7 @@ Size = Annotated[Optional[str], typer.Option(
     "--size", help="Frame size HxW the video is fitted to (centre crop, then resize). "
     "Default: the size the tokenizer was trained at.")]
 Window = Annotated[Optional[int], typer.Option(
-    "--window", help="Frames per window; each window is tokenized on its own, so a long video is "
-    "never read whole. Default: the training clip length.", min=1)]
+    "--window", help="Frames per window (after a warm-up of the earlier frames the encoder "
+    "sees, so the ids equal a continuous encoding); a long video is never read whole. "
+    "Default: the training clip length.", min=1)]
 BatchWindows = Annotated[int, typer.Option("--batch", help="Windows per forward pass.", min=1)]

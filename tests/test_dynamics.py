@@ -334,3 +334,40 @@ def test_stage_without_tokenizer_is_a_clear_error(tmp_path, clip_dir) -> None:
     with pytest.raises(GenieError, match="needs a trained tokenizer"):
         train(load_preset("tiny"), clip_dir, tmp_path / "run", stage="dynamics", device="cpu")
     assert not (tmp_path / "run").exists()
+
+
+def test_stage_token_table_equals_genie_tokenize(tmp_path, clip_dir) -> None:
+    """The stage's cached ids of each video are ``api.tokenize_video``'s (windows of another
+    length: with the causal warm-up neither depends on where windows fall); a token file from
+    before the warm-up (no ``window_warmup``) is encoded again, not reused."""
+    from genie_core import api
+    from genie_core.lam import LatentActionModel
+    from genie_core.tokenizer import VideoTokenizer
+    from genie_core.tokens import load_tokens, save_tokens
+    from genie_core.train import train
+
+    cfg = load_preset("tiny", ["train.dynamics.steps=1", "train.dynamics.eval_every=1"])
+    torch.manual_seed(0)
+    tok_path, lam_path = tmp_path / "tok.safetensors", tmp_path / "lam.safetensors"
+    VideoTokenizer.from_config(cfg.tokenizer).save(tok_path)
+    lam_cfg = dataclasses.replace(cfg.lam, resolution=tuple(cfg.data.resolution))
+    LatentActionModel.from_config(lam_cfg).save(lam_path)
+    inputs = {"tokenizer": tok_path, "lam": lam_path}
+    train(cfg, clip_dir, tmp_path / "run", stage="dynamics", device="cpu", inputs=inputs)
+
+    tok = api.load_tokenizer(tok_path, device="cpu", window=3)
+    token_files = sorted(clip_dir.glob(".genie_cache/*/tokens/*/**/*.npz"))
+    assert len(token_files) == 4
+    for path in token_files:
+        ids, meta = load_tokens(path)
+        assert ids.shape[0] == meta["num_frames"] > cfg.data.num_frames  # more than one window
+        expected, _ = api.tokenize_video(tok, clip_dir / meta["source"], size=(16, 16), precision="fp32")
+        np.testing.assert_array_equal(ids, expected)
+        assert meta["window_warmup"] > 0
+
+    stale = token_files[0]
+    ids, meta = load_tokens(stale)
+    del meta["window_warmup"]
+    save_tokens(stale, np.zeros_like(ids), meta)
+    train(cfg, clip_dir, tmp_path / "run2", stage="dynamics", device="cpu", inputs=inputs)
+    np.testing.assert_array_equal(load_tokens(stale)[0], ids)
