@@ -1,4 +1,4 @@
-"""Tokenizer speed and memory (issue 2 benchmark): encode and decode throughput (clips/s), one
+"""Tokenizer speed and memory: encode and decode throughput (clips/s), one
 training step (generator + discriminator, AdamW) and peak memory, in fp32 and bf16 autocast, for
 the seed README's tokenizer (batch 4, 16 frames of 64x64, 2**18 and 2**10 codes) and `small`.
 
@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# Seed (myscience/open-genie) on the same machine class, from issue 2: seconds per clip.
+# Seed (myscience/open-genie) on the same machine class (measured earlier, not re-run here): seconds per clip.
 SEED = {"encode_s_per_clip": 0.5, "decode_s_per_clip": 0.26, "step_s_2p10_b4": 15.0,
         "step_2p18_b4": "OOM > 16 GB"}
 
@@ -208,7 +208,7 @@ def main() -> None:
             print(f"  {name:<11} encode x{b['encode_clips_s'] / a['encode_clips_s']:.2f}  "
                   f"decode x{b['decode_clips_s'] / a['decode_clips_s']:.2f}  "
                   f"step x{a['step_s'] / b['step_s']:.2f} faster  peak {b['peak_GiB'] / a['peak_GiB']:.2f}x")
-    print(f"\nvs the seed's figures (issue 2; not re-run here): {SEED}")
+    print(f"\nvs the seed's figures (measured earlier; not re-run here): {SEED}")
     for (name, precision), r in results.items():
         if not name.startswith("seed"):
             continue

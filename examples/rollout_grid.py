@@ -15,23 +15,30 @@ from pathlib import Path
 import numpy as np
 
 
-def rollout_rows(world, prompt: np.ndarray, horizon: int, seed: int,
-                 real: np.ndarray | None = None) -> tuple[list[np.ndarray], list[str]]:
+def rollout_rows(world, prompt: np.ndarray, horizon: int, seed: int, real: np.ndarray | None = None,
+                 true_actions: list[int] | None = None) -> tuple[list[np.ndarray], list[str]]:
     """Rows of uint8 frames (1 + horizon, H, W, 3) and their labels.
 
     ``prompt`` is one frame (H, W, 3); ``real`` (optional, (1 + horizon, H, W, 3)) the true clip
-    that starts with it. Every row is sampled with the same seed, so rows differ only by actions.
+    that starts with it, and ``true_actions`` its sidecar's actions (a world trained on true
+    actions replays those; a latent-action world replays what its LAM infers). Every row is
+    sampled with the same seed, so rows differ only by actions.
     """
     rows, labels = [], []
-    if real is not None:
+    if real is not None and world.action_source == "latent":
         inferred = world.infer_actions(real)[0]  # (horizon,): actions[t] took frame t to t+1
         rows += [real, world.rollout(prompt, inferred.tolist(), seed=seed)[0]]
         labels += ["real", "LAM " + "".join(map(str, inferred.tolist()))]
+    elif real is not None and true_actions is not None:
+        acts = true_actions[:horizon]
+        rows += [real, world.rollout(prompt, acts, seed=seed)[0]]
+        labels += ["real", "true " + "".join(map(str, acts))]
     n = world.num_actions
     batch = np.repeat(prompt[None, None], n, axis=0)  # (n, 1, H, W, 3): one row per action
     actions = np.repeat(np.arange(n)[:, None], horizon, axis=1)  # (n, horizon)
     rows += list(world.rollout(batch, actions, seed=seed))
-    labels += [f"action {a}" for a in range(n)]
+    names = world.action_names
+    labels += [f"action {a}" + (f" {names[a]}" if names else "") for a in range(n)]
     return rows, labels
 
 
@@ -60,14 +67,18 @@ def main() -> None:
     world = load_checkpoint(args.world, expect_kind="world")
     changes = {"steps": args.sampling_steps, "temperature": args.temperature}
     world.sampling = dataclasses.replace(world.sampling, **{k: v for k, v in changes.items() if v is not None})
-    real = None
+    real, true_actions = None, None
     if args.prompt.suffix.lower() in IMAGE_SUFFIXES:
         prompt = read_image(args.prompt, size=world.resolution)
     else:
         frames, _ = read_video(args.prompt, size=world.resolution, max_frames=1 + args.steps_ahead)
         prompt = frames[0]
         real = frames if len(frames) == 1 + args.steps_ahead else None
-    rows, labels = rollout_rows(world, prompt, args.steps_ahead, args.seed, real)
+        if world.action_source == "truth":
+            from genie_core.data import read_sidecar_actions
+            true_actions, _ = read_sidecar_actions(args.prompt, 1 + args.steps_ahead, print)
+            true_actions = list(true_actions) if true_actions else None
+    rows, labels = rollout_rows(world, prompt, args.steps_ahead, args.seed, real, true_actions)
     if args.scale > 1:  # (T, H, W, 3) -> (T, H*s, W*s, 3)
         rows = [row.repeat(args.scale, axis=1).repeat(args.scale, axis=2) for row in rows]
     write_grid(args.output, rows, labels=labels)

@@ -1,4 +1,4 @@
-"""`genie tokenize` and `genie reconstruct` end to end on synthetic clips (issue 2 §7-§10):
+"""`genie tokenize` and `genie reconstruct` end to end on synthetic clips:
 round trip, folder / stdin modes, JSON lines, every bad input (exit 2, one line, nothing written),
 skip-and-continue (exit 3), and help without torch."""
 

@@ -46,6 +46,7 @@ def test_quickstart_preset_builds_a_world():
     from genie_core.world import World
 
     world = World.from_preset("quickstart")
-    assert world.num_actions == len(_load("sprite_clips").ACTION_NAMES)
+    # at least one latent code per true move, so a latent-to-true map can be perfect
+    assert world.num_actions >= len(_load("sprite_clips").ACTION_NAMES)
     assert world.tokenizer.time_downsample == 1
     assert tuple(world.dynamics.token_size) == (8, 8)

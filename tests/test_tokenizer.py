@@ -1,5 +1,5 @@
 """VideoTokenizer (MagViT-2 after the seed API): golden shapes, causality, batch of one, every loss
-term real in train and eval mode, checkpoint round trip, the seed README's example (issue 2 §5)."""
+term real in train and eval mode, checkpoint round trip, the seed README's example."""
 
 from __future__ import annotations
 

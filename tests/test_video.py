@@ -1,4 +1,4 @@
-"""Video I/O (issue 2, §3): every container reads back, colour modes become RGB, resize/crop,
+"""Video I/O: every container reads back, colour modes become RGB, resize/crop,
 streaming windows, frame-rate round trips, bad input -> VideoError, atomic writes."""
 
 from __future__ import annotations
