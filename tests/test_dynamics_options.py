@@ -225,3 +225,58 @@ def test_loss_weights_changed_tokens() -> None:
     assert float(plain) == pytest.approx(float(nll.mean()), rel=1e-5)
     with pytest.raises(ValueError, match="changed_weight"):
         _cfg(changed_weight=0.0)
+
+
+# ---------------------------------------------------------------------------- stage validation metrics
+
+
+class _Copier:
+    """Stands in for the dynamics model in ``DynamicsStage.evaluate``: predicts the last frame by
+    copying the one before it."""
+
+    num_actions = 4
+
+    class _Context:
+        def __init__(self, ids: torch.Tensor) -> None:
+            self.ids = ids
+
+        def copy(self) -> "_Copier._Context":
+            return self
+
+    def loss(self, ids, actions, generator=None):
+        return torch.zeros(()), {"loss": 0.0}
+
+    def prefill(self, ids, actions=None):
+        return self._Context(ids)
+
+    def generate_next(self, context, action, *, generator=None):
+        return context.ids[:, -1]
+
+
+def test_stage_evaluate_copy_level_and_changed_accuracy() -> None:
+    """next_copy_acc is the share of last-frame tokens equal to the previous frame's (from the
+    token table); a copying model scores exactly that and 0 where tokens change."""
+    from genie_core.stages.dynamics import DynamicsStage
+    from genie_core.tokenizer import VideoTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = VideoTokenizer.from_config(load_preset("tiny").tokenizer).eval()
+    stage = DynamicsStage.__new__(DynamicsStage)  # only what evaluate reads
+    stage.tokenizer, stage.device = tokenizer, torch.device("cpu")
+    g = torch.Generator().manual_seed(5)
+    N, (h, w) = 12, (8, 8)
+    table = torch.randint(0, tokenizer.vocab_size, (N, h, w), generator=g, dtype=torch.int32)
+    copied = torch.rand(N, h, w, generator=g) < 0.6
+    for t in range(1, N):  # many tokens repeat the frame before
+        table[t] = torch.where(copied[t], table[t - 1], table[t])
+    stage.tokens, stage.actions = table, torch.zeros(N, dtype=torch.long)
+    index = [torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]]), torch.tensor([[8, 9, 10, 11]])]
+    batches = [{"frame_index": i, "frames": torch.zeros(*i.shape, 16, 16, 3, dtype=torch.uint8)} for i in index]
+    with torch.no_grad():
+        metrics = stage.evaluate(_Copier(), batches)
+    last, prev = table[[3, 7, 11]], table[[2, 6, 10]]
+    expected = float((last == prev).float().mean())
+    assert 0.3 < expected < 0.9
+    assert metrics["next_copy_acc"] == pytest.approx(expected, abs=1e-6)
+    assert metrics["next_token_acc"] == pytest.approx(expected, abs=1e-6)
+    assert metrics["next_token_acc_changed"] == 0.0 and metrics["next_token_acc_changed_random"] == 0.0
