@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -280,3 +280,77 @@ def test_stage_evaluate_copy_level_and_changed_accuracy() -> None:
     assert metrics["next_copy_acc"] == pytest.approx(expected, abs=1e-6)
     assert metrics["next_token_acc"] == pytest.approx(expected, abs=1e-6)
     assert metrics["next_token_acc_changed"] == 0.0 and metrics["next_token_acc_changed_random"] == 0.0
+
+
+# ---------------------------------------------------------------------------- true-action oracle
+
+
+def _action_clips(folder, count: int = 4, frames: int = 8, size: int = 16):
+    """GIF clips of a square moved by actions 0..3 (left, right, up, down), with sidecars."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    steps = [(-2, 0), (2, 0), (0, -2), (0, 2)]
+    for i in range(count):
+        clip = np.full((frames, size, size, 3), 30, np.uint8)
+        x, y = 6, 6
+        actions = rng.integers(0, 4, size=frames)
+        actions[0] = 3  # every action occurs: the count is max + 1 = 4
+        for t in range(frames):
+            clip[t, y:y + 4, x:x + 4] = (250, 200, 40)
+            dx, dy = steps[int(actions[t])]
+            x, y = int(np.clip(x + dx, 0, size - 4)), int(np.clip(y + dy, 0, size - 4))
+        images = [Image.fromarray(f) for f in clip]
+        images[0].save(folder / f"clip{i}.gif", save_all=True, append_images=images[1:], duration=66, loop=0)
+        (folder / f"clip{i}.json").write_text(json.dumps({"actions": actions.tolist()}))
+    return folder
+
+
+def test_truth_world_trains_on_sidecar_actions_and_evaluates_with_them(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from genie_cli.app import app
+    from genie_core.checkpoint import load_checkpoint
+    from genie_core.lam import LatentActionModel
+    from genie_core.tokenizer import VideoTokenizer
+
+    cfg = load_preset("tiny")
+    torch.manual_seed(0)
+    tok, lam = tmp_path / "tok.safetensors", tmp_path / "lam.safetensors"
+    VideoTokenizer.from_config(cfg.tokenizer).save(tok)
+    LatentActionModel.from_config(dataclasses.replace(cfg.lam, resolution=(16, 16), num_actions=6)).save(lam)
+    data = _action_clips(tmp_path / "data")
+    runner = CliRunner()
+    args = ["train", "--data", str(data), "--preset", "tiny", "--stage", "dynamics", "--steps", "4",
+            "--tokenizer", str(tok), "--lam", str(lam), "--device", "cpu", "--threads", "1",
+            "--set", "dynamics.action_source=truth", "--set", "train.dynamics.eval_every=4"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    world = load_checkpoint(tmp_path / "run" / "world.safetensors")
+    assert world.action_source == "truth" and world.num_actions == 4 and world.lam.num_actions == 6
+    log = [json.loads(x) for x in (tmp_path / "run" / "dynamics" / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in log if r.get("split") == "val"]
+    assert val and 0 <= val[-1]["next_copy_acc"] <= 1 and 0 <= val[-1]["next_token_acc_changed"] <= 1
+
+    from genie_core.evaluate import actions_for, true_actions
+
+    assert actions_for(world)[1] is true_actions
+    result = runner.invoke(app, ["evaluate", str(data), "-w", str(tmp_path / "run" / "world.safetensors"),
+                                 "--clips", "2", "--json", "--precision", "fp32", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["action_source"] == "true"
+    sidecar = {p.name: json.loads(p.with_suffix(".json").read_text())["actions"] for p in data.glob("*.gif")}
+    assert len(record["per_clip"]) == 2
+    for clip in record["per_clip"]:  # the world was driven by the sidecar's actions
+        acts, start = clip["inferred_actions"], clip["start"]
+        assert acts == sidecar[Path(clip["source"]).name][start:start + len(acts)]
+
+    # a clip without a sidecar: a one-line error naming it, no run folder
+    (data / "clip2.json").unlink()
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "run2")])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "clip2.gif" in errors[0] and "Traceback" not in result.output
+    assert not (tmp_path / "run2" / "world.safetensors").exists()
