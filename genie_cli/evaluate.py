@@ -135,7 +135,7 @@ def _print_table(summary: dict[str, Any], game: Any) -> None:
     from rich import box
 
     t = summary["horizon"]
-    source = "the game's true" if summary["action_source"] == "true" else "the LAM's inferred"
+    source = "the game's true" if summary["action_source"] == "truth" else "the LAM's inferred"
     console = Console()
     console.print(f"Controllability: {summary['clips']} windows, {summary['prompt_frames']} prompt frame(s), "
                   f"{game.sampling.steps} MaskGIT steps, seed {summary['seed']}. PSNR in dB, the mean of "

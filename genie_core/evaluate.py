@@ -69,9 +69,9 @@ def true_actions(windows: Sequence[ClipWindow], clips: np.ndarray) -> np.ndarray
 
 
 def actions_for(world: Any) -> tuple[str, ActionFn]:
-    """The action source a world was trained on: ("lam", LAM inference) or ("true", sidecars)."""
+    """The action source a world was trained on: ("lam", LAM inference) or ("truth", sidecars)."""
     if getattr(world, "action_source", "latent") == "truth":
-        return "true", true_actions
+        return "truth", true_actions
     return "lam", lam_actions(world)
 
 

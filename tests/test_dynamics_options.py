@@ -340,7 +340,7 @@ def test_truth_world_trains_on_sidecar_actions_and_evaluates_with_them(tmp_path)
                                  "--clips", "2", "--json", "--precision", "fp32", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
-    assert record["action_source"] == "true"
+    assert record["action_source"] == "truth"
     sidecar = {p.name: json.loads(p.with_suffix(".json").read_text())["actions"] for p in data.glob("*.gif")}
     assert len(record["per_clip"]) == 2
     for clip in record["per_clip"]:  # the world was driven by the sidecar's actions
