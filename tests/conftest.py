@@ -119,3 +119,20 @@ def tiny_cfg():
     from genie_core.config import load_preset
 
     return load_preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def tok_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny tokenizer saved as a checkpoint that records its training data config
+    (frame size 16x16, 4-frame clips), as `genie train` writes it."""
+    import json
+
+    import torch
+    from genie_core.config import load_preset, to_dict
+    from genie_core.tokenizer import VideoTokenizer
+
+    torch.manual_seed(0)
+    cfg = load_preset("tiny")
+    path = tmp_path_factory.mktemp("ckpt") / "tok.safetensors"
+    VideoTokenizer.from_config(cfg.tokenizer).save(path, extra={"data": json.dumps(to_dict(cfg.data))})
+    return path

@@ -49,21 +49,6 @@ def files_under(folder: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def tok_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained tiny tokenizer saved as a checkpoint that records its training data config
-    (frame size 16x16, 4-frame clips), as `genie train` writes it."""
-    import torch
-    from genie_core.config import load_preset, to_dict
-    from genie_core.tokenizer import VideoTokenizer
-
-    torch.manual_seed(0)
-    cfg = load_preset("tiny")
-    path = tmp_path_factory.mktemp("ckpt") / "tok.safetensors"
-    VideoTokenizer.from_config(cfg.tokenizer).save(path, extra={"data": json.dumps(to_dict(cfg.data))})
-    return path
-
-
-@pytest.fixture(scope="module")
 def bare_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny tokenizer without a discriminator saved by ``model.save`` alone: no training frame
     size recorded anywhere."""

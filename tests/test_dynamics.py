@@ -283,24 +283,31 @@ def test_overfit_one_batch() -> None:
     assert sum(losses[-5:]) / 5 < 0.4 * sum(losses[:5]) / 5
 
 
+def _untrained_inputs(cfg, tmp_path):
+    """An untrained tokenizer and LAM of ``cfg`` saved as the dynamics stage's frozen inputs."""
+    from genie_core.lam import LatentActionModel
+    from genie_core.tokenizer import VideoTokenizer
+
+    torch.manual_seed(0)
+    tok_path, lam_path = tmp_path / "tok.safetensors", tmp_path / "lam.safetensors"
+    VideoTokenizer.from_config(cfg.tokenizer).save(tok_path)
+    lam_cfg = dataclasses.replace(cfg.lam, resolution=tuple(cfg.data.resolution))
+    LatentActionModel.from_config(lam_cfg).save(lam_path)
+    return tok_path, lam_path
+
+
 def test_stage_trains_on_cached_tokens_and_writes_world(tmp_path, clip_dir) -> None:
     """--stage dynamics with --tokenizer/--lam checkpoints: tokens cached once in the token-file
     format, the loss falls, RUN/world.safetensors plays; a second run reuses the token cache."""
     import json
 
     from genie_core.checkpoint import load_checkpoint
-    from genie_core.lam import LatentActionModel
-    from genie_core.tokenizer import VideoTokenizer
     from genie_core.tokens import load_tokens
     from genie_core.train import train
     from genie_core.world import World
 
     cfg = load_preset("tiny", ["train.dynamics.steps=30", "train.dynamics.eval_every=30"])
-    torch.manual_seed(0)
-    tok_path, lam_path = tmp_path / "tok.safetensors", tmp_path / "lam.safetensors"
-    VideoTokenizer.from_config(cfg.tokenizer).save(tok_path)
-    lam_cfg = dataclasses.replace(cfg.lam, resolution=tuple(cfg.data.resolution))
-    LatentActionModel.from_config(lam_cfg).save(lam_path)
+    tok_path, lam_path = _untrained_inputs(cfg, tmp_path)
 
     run = tmp_path / "run"
     results = train(cfg, clip_dir, run, stage="dynamics", device="cpu",
@@ -341,17 +348,11 @@ def test_stage_token_table_equals_genie_tokenize(tmp_path, clip_dir) -> None:
     length: with the causal warm-up neither depends on where windows fall); a token file from
     before the warm-up (no ``window_warmup``) is encoded again, not reused."""
     from genie_core import api
-    from genie_core.lam import LatentActionModel
-    from genie_core.tokenizer import VideoTokenizer
     from genie_core.tokens import load_tokens, save_tokens
     from genie_core.train import train
 
     cfg = load_preset("tiny", ["train.dynamics.steps=1", "train.dynamics.eval_every=1"])
-    torch.manual_seed(0)
-    tok_path, lam_path = tmp_path / "tok.safetensors", tmp_path / "lam.safetensors"
-    VideoTokenizer.from_config(cfg.tokenizer).save(tok_path)
-    lam_cfg = dataclasses.replace(cfg.lam, resolution=tuple(cfg.data.resolution))
-    LatentActionModel.from_config(lam_cfg).save(lam_path)
+    tok_path, lam_path = _untrained_inputs(cfg, tmp_path)
     inputs = {"tokenizer": tok_path, "lam": lam_path}
     train(cfg, clip_dir, tmp_path / "run", stage="dynamics", device="cpu", inputs=inputs)
 

@@ -69,18 +69,6 @@ def truth_json(frames: int = 8, seed: int = 0) -> str:
 
 
 @pytest.fixture(scope="module")
-def tok_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from genie_core.config import load_preset, to_dict
-    from genie_core.tokenizer import VideoTokenizer
-
-    torch.manual_seed(0)
-    cfg = load_preset("tiny")
-    path = tmp_path_factory.mktemp("tok") / "tok.safetensors"
-    VideoTokenizer.from_config(cfg.tokenizer).save(path, extra={"data": json.dumps(to_dict(cfg.data))})
-    return path
-
-
-@pytest.fixture(scope="module")
 def lam_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import dataclasses
 
