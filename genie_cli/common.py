@@ -147,8 +147,8 @@ def check_suffix(path: Path, allowed: tuple[str, ...], what: str) -> None:
         fail(f"{what} {path} must end in {' or '.join(allowed)}")
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """``64x96`` (H x W) or ``64`` (square) to (H, W)."""
+def parse_size(text: str | None, option: str = "--size", minimum: int = 1) -> tuple[int, int] | None:
+    """``64x96`` (H x W) or ``64`` (square) to (H, W), each side in [minimum, MAX_FRAME_SIDE]."""
     if text is None:
         return None
     from genie_core.config.train import MAX_FRAME_SIDE
@@ -157,12 +157,13 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     try:
         if len(parts) in (1, 2):
             h, w = int(parts[0]), int(parts[-1])
-            if 1 <= min(h, w) and max(h, w) <= MAX_FRAME_SIDE:
+            if minimum <= min(h, w) and max(h, w) <= MAX_FRAME_SIDE:
                 return h, w
-            fail(f"--size must be between 1x1 and {MAX_FRAME_SIDE}x{MAX_FRAME_SIDE}, got '{text}'")
+            fail(f"{option} must be between {minimum}x{minimum} and {MAX_FRAME_SIDE}x{MAX_FRAME_SIDE}, "
+                 f"got '{text}'")
     except ValueError:
         pass
-    fail(f"--size expects HxW (e.g. 64x64), got '{text}'")
+    fail(f"{option} expects HxW or N (e.g. 64x64 or 64), got '{text}'")
     raise AssertionError  # unreachable: fail() exits
 
 

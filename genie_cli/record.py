@@ -9,24 +9,12 @@ from typing import Annotated, Any, Optional
 import typer
 
 from genie_cli import options as opt
-from genie_cli.common import emit_json, fail, handle_errors, progress
+from genie_cli.common import emit_json, fail, handle_errors, parse_size, progress
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
-    """``64`` (square) or ``HxW``."""
-    from genie_core.config.train import MAX_FRAME_SIDE
-
-    parts = text.lower().split("x")
-    try:
-        if len(parts) in (1, 2):
-            h, w = int(parts[0]), int(parts[-1])
-            if 8 <= min(h, w) and max(h, w) <= MAX_FRAME_SIDE:
-                return h, w
-            fail(f"--resolution must be between 8 and {MAX_FRAME_SIDE} pixels a side, got '{text}'")
-    except ValueError:
-        pass
-    fail(f"--resolution expects N or HxW (e.g. 64 or 64x96), got '{text}'")
-    raise AssertionError  # unreachable: fail() exits
+    """``64`` (square) or ``HxW``, at least 8 pixels a side."""
+    return parse_size(text, option="--resolution", minimum=8)
 
 
 class _Ticker:
