@@ -313,3 +313,16 @@ def open_tokenizer(checkpoint: Path | None, preset: str | None, overrides: list[
         warn(f"{checkpoint} does not record the frame size it was trained at: frames keep their "
              f"own size (cropped to a multiple of {tok.space_downsample}); --size HxW to choose")
     return tok
+
+
+def world_file(value: str | Path) -> tuple[Path, Any]:
+    """A ``--world`` value (a file, or a shipped world's name) as (weights file, the shipped
+    ``genie_core.worlds.ShippedWorld`` or None); a bad one exits 2 naming the shipped worlds."""
+    from genie_core.errors import GenieError
+    from genie_core.worlds import resolve_world
+
+    try:
+        return resolve_world(value)
+    except GenieError as err:
+        fail(str(err))
+    raise AssertionError  # fail() exits

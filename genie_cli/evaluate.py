@@ -13,7 +13,7 @@ import typer
 
 from genie_cli import options as opt
 from genie_cli.common import EXIT_SKIPPED, fail, handle_errors, json_number, skipped_line, stdin_paths, warn
-from genie_cli.play import WORLD_HELP, OneThread, open_world, set_sampling
+from genie_cli.play import OneThread, open_world, set_sampling
 
 
 @handle_errors
@@ -21,7 +21,7 @@ def evaluate(
     clips: Annotated[Path, typer.Argument(
         metavar="CLIPS", help="A folder of held-out videos (searched recursively), one video, or - "
         "to read paths from stdin (e.g. < RUN/heldout.txt, written by genie train).")],
-    world: Annotated[Optional[Path], typer.Option("--world", "-w", help=WORLD_HELP)] = None,
+    world: opt.World = None,
     preset: Annotated[Optional[str], typer.Option(
         "--preset", "-p", help="Without --world: an UNTRAINED world of this preset (smoke tests; "
         "expect ΔtPSNR near 0).")] = None,

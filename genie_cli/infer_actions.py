@@ -13,7 +13,7 @@ import typer
 
 from genie_cli import options as opt
 from genie_cli.common import (Job, Progress, check_jobs, check_suffix, exit_if_skipped, expand_inputs,
-                              fail, handle_errors, parse_size, run_jobs, warn)
+                              fail, handle_errors, parse_size, run_jobs, warn, world_file)
 
 
 @handle_errors
@@ -25,8 +25,9 @@ def infer_actions(
         "--output", "-o", help="A .json or .npz for one video; for a folder or -, a folder that "
         "mirrors the input tree. Without it nothing is written (results go to stdout).")] = None,
     checkpoint: opt.Checkpoint = None,
-    world: Annotated[Optional[Path], typer.Option(
-        "--world", help="Use the latent action model inside this world bundle.")] = None,
+    world: Annotated[Optional[str], typer.Option(
+        "--world", help="Use the latent action model inside this world: a shipped world's name "
+        "(genie play --list) or a world file.")] = None,
     preset: Annotated[Optional[str], typer.Option(
         "--preset", "-p", help="Without a checkpoint: an UNTRAINED LAM from this preset "
         "(smoke tests only; its actions mean nothing).")] = None,
@@ -69,19 +70,20 @@ def infer_actions(
     if overrides and preset is None:
         fail("--set changes a preset; a checkpoint carries its own config")
     hw = parse_size(size)
+    world_path = world_file(world)[0] if world is not None else None
     # Without -o nothing is written: jobs still need a (never used) destination.
     target = output if output is not None else Path(tempfile.gettempdir()) / f"genie-unused-{uuid.uuid4().hex}"
     inputs = expand_inputs(source, target, "." + file_format, writes=False)
     if output is not None:
         if not inputs.batch:
             check_suffix(inputs.jobs[0].dst, (".json", ".npz"), "output")
-        check_jobs(inputs, output, also_read=(checkpoint, world))
+        check_jobs(inputs, output, also_read=(checkpoint, world_path))
 
     from genie_core import actions as api
     from genie_core.runtime import set_threads
 
     set_threads(threads)
-    lam = api.load_lam(checkpoint, world=world, preset=preset, overrides=overrides or (), device=device)
+    lam = api.load_lam(checkpoint, world=world_path, preset=preset, overrides=overrides or (), device=device)
     if preset is not None:
         warn(f"using an UNTRAINED latent action model from preset '{preset}' (its actions mean nothing)")
 

@@ -46,3 +46,6 @@ Window = Annotated[Optional[int], typer.Option(
     "sees, so the ids equal a continuous encoding); a long video is never read whole. "
     "Default: the training clip length.", min=1)]
 BatchWindows = Annotated[int, typer.Option("--batch", help="Windows per forward pass.", min=1)]
+WORLD_HELP = ("A world: a shipped world's name (genie play --list) or a world file "
+              "(RUN/world.safetensors from `genie train --stage all`).")
+World = Annotated[Optional[str], typer.Option("--world", "-w", help=WORLD_HELP)]

@@ -11,9 +11,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from genie_cli import options as opt
-from genie_cli.common import check_suffix, emit_json, fail, handle_errors, progress, warn
+from genie_cli.common import check_suffix, emit_json, fail, handle_errors, progress, warn, world_file
 
-WORLD_HELP = "A world bundle (RUN/world.safetensors from `genie train --stage all`)."
+WORLD_HELP = opt.WORLD_HELP
 ACTION_KEYS = "1234567890"  # key i+1 picks latent action i (0 is the tenth)
 DEFAULT_FPS = 10.0  # written videos, when the prompt is an image
 OneThread = opt.OneThread
@@ -21,10 +21,14 @@ OneThread = opt.OneThread
 
 @handle_errors
 def play(
-    prompt: Annotated[Path, typer.Option(
+    prompt: Annotated[Optional[Path], typer.Option(
         "--prompt", help="The first frame: an image (png, jpg, ...) or a video whose first "
-        "--prompt-frames frames start the session. Any size; fitted to the world's.")],
-    world: Annotated[Optional[Path], typer.Option("--world", "-w", help=WORLD_HELP)] = None,
+        "--prompt-frames frames start the session. Any size; fitted to the world's. Default "
+        "for a shipped world: its prompt frame.")] = None,
+    world: Annotated[Optional[str], typer.Option(
+        "--world", "-w", help=WORLD_HELP + " Default: the default shipped world.")] = None,
+    list_worlds: Annotated[bool, typer.Option(
+        "--list", help="List the shipped worlds (the default marked *) and exit.")] = False,
     preset: Annotated[Optional[str], typer.Option(
         "--preset", "-p", help="Without --world: an UNTRAINED world of this preset (e.g. play), "
         "to try the controls; its frames mean nothing.")] = None,
@@ -56,11 +60,16 @@ def play(
 ) -> None:
     """Play a world: pick latent actions, watch the next frame appear.
 
-    In a terminal: keys 1..N pick latent actions 0..N-1, r restarts from the prompt,
-    s saves the session so far, q quits (the session is written to -o on exit).
+    Without --world: the default shipped world from its own prompt frame (genie play
+    --list names the others). In a terminal: keys 1..N pick actions 0..N-1, r restarts
+    from the prompt, s saves the session so far, q quits (the session is written to -o on exit).
 
     Scripted (no terminal needed): writes the prompt frame(s) followed by one generated
     frame per action.
+
+      genie play
+
+      genie play --actions 0,1,2 -o out.mp4
 
       genie play -w run/world.safetensors --prompt start.png -o session.mp4
 
@@ -73,6 +82,21 @@ def play(
     """
     from genie_core.video_write import WRITE_SUFFIXES
 
+    if list_worlds:
+        print_worlds(json_out)
+        return
+    if world is None and preset is None:
+        from genie_core.worlds import default_world
+
+        try:
+            world = default_world().name
+        except ValueError as err:
+            fail(str(err))
+    world_path, shipped = world_file(world) if world is not None else (None, None)
+    if prompt is None:
+        if shipped is None:
+            fail("--prompt FILE is needed (an image or a video): only a shipped world has its own")
+        prompt = shipped.prompt
     scripted = actions is not None
     if not scripted and not (sys.stdin.isatty() and sys.stdout.isatty()):
         fail("no terminal to play in: give --actions 0,3,3,1 (or --actions - to read ids from "
@@ -87,7 +111,7 @@ def play(
     if output is not None:
         from genie_core.outputs import check_outputs
 
-        check_outputs([output], inputs=[prompt, world], videos=[prompt])
+        check_outputs([output], inputs=[prompt, world_path], videos=[prompt])
 
     game = open_world(world, preset, overrides, device, precision, threads, seed)
     bad = sorted({a for a in action_ids if not 0 <= a < game.num_actions})
@@ -110,9 +134,10 @@ def play(
 
 # ---- shared with `genie evaluate` ----------------------------------------------------------
 
-def open_world(world: Optional[Path], preset: Optional[str], overrides: Optional[list[str]],
+def open_world(world: Optional[str], preset: Optional[str], overrides: Optional[list[str]],
                device: str, precision: str, threads: int, seed: int = 0) -> Any:
-    """The ``genie_core.world.World`` a command asked for, on its device; imports torch."""
+    """The ``genie_core.world.World`` a command asked for (``world``: a file or a shipped world's
+    name), on its device; imports torch."""
     if world is not None and preset is not None:
         fail("give --world or --preset, not both")
     if world is not None and overrides:
@@ -131,9 +156,8 @@ def open_world(world: Optional[Path], preset: Optional[str], overrides: Optional
     set_threads(threads)
     dev = resolve_device(device)
     if world is not None:
-        if not world.is_file():
-            fail(f"world not found: {world}")
-        game = load_checkpoint(world, expect_kind="world", device=str(dev))
+        path, _ = world_file(world)
+        game = load_checkpoint(path, expect_kind="world", device=str(dev))
     else:
         torch.manual_seed(valid_seed(seed))  # the same untrained world for the same seed
         game = World.from_preset(preset, tuple(overrides or ())).to(dev)
@@ -141,6 +165,27 @@ def open_world(world: Optional[Path], preset: Optional[str], overrides: Optional
              "nothing; train one with `genie train --stage all`)")
     game.precision = precision
     return game
+
+
+def print_worlds(json_out: bool = False) -> None:
+    """One line per shipped world: name (* the default), size, headline figures, description."""
+    from genie_core.worlds import list_worlds
+
+    worlds = list_worlds()
+    if not worlds:
+        fail("no shipped worlds in this installation")
+    for w in worlds:
+        if json_out:
+            emit_json(w.to_dict())
+        else:
+            mark = "*" if w.is_default else " "
+            typer.echo(f"{mark} {w.name:<14} {w.size_bytes / 1e6:5.1f} MB  {w.headline()}  {w.description}")
+
+
+@handle_errors
+def worlds(json_out: Annotated[bool, typer.Option("--json", help="One JSON line per world.")] = False) -> None:
+    """List the shipped worlds (the default marked *): genie play --world NAME plays one."""
+    print_worlds(json_out)
 
 
 def set_sampling(game: Any, steps: Optional[int], temperature: Optional[float]) -> None:

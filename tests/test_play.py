@@ -186,7 +186,7 @@ def test_no_terminal_and_no_actions_exit_2(world_file: Path, prompt_png: Path, t
 @pytest.mark.parametrize("case, fragment", [
     ("no_output", "give -o"),
     ("bad_suffix", "must end in"),
-    ("no_world", "a world is needed"),
+    ("unknown_world", "not a shipped world (shipped: "),
     ("both", "not both"),
     ("missing_world", "world not found"),
     ("missing_prompt", "prompt not found"),
@@ -200,7 +200,7 @@ def test_usage_errors_exit_2(world_file: Path, prompt_png: Path, tmp_path: Path,
     args = {
         "no_output": ["-w", world_file, *base],
         "bad_suffix": ["-w", world_file, *base, "-o", tmp_path / "out.txt"],
-        "no_world": [*base, "-o", out],
+        "unknown_world": ["-w", "no-such-world", *base, "-o", out],
         "both": ["-w", world_file, "--preset", "tiny", *base, "-o", out],
         "missing_world": ["-w", tmp_path / "nope.safetensors", *base, "-o", out],
         "missing_prompt": ["-w", world_file, "--prompt", tmp_path / "nope.png", "--actions", "0", "-o", out],
