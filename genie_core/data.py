@@ -152,6 +152,7 @@ class FrameCache:
 
     def __init__(self, root: Path, resolution: tuple[int, int] | None = None) -> None:
         self.root = root
+        self.folder: Path | None = None  # the data folder (set by open): sidecars live there
         index = read_index(root, resolution)
         self.resolution = tuple(index["resolution"])
         self.skipped = [tuple(s) for s in index["skipped"]]
@@ -199,6 +200,7 @@ class FrameCache:
                 cache = cls(final, resolution)
                 for rel, reason in cache.skipped:
                     warn(f"skipping unreadable video {folder / rel}: {reason}")
+                cache.folder = folder
                 return cache
             except DamagedCache as err:
                 if not build:
@@ -219,7 +221,9 @@ class FrameCache:
             shutil.rmtree(tmp, ignore_errors=True)
         remove_stale(root, key, resolution)
         try:
-            return cls(final, resolution)
+            cache = cls(final, resolution)
+            cache.folder = folder
+            return cache
         except DamagedCache as err:
             raise GenieError(f"frame cache {final} could not be built ({err})") from None
 

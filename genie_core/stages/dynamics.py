@@ -33,6 +33,39 @@ BATCH_WINDOWS = 8  # tokenizer windows encoded together
 LAM_CHUNK = 64  # frames handed to the LAM at a time
 
 
+def true_action_names(cache: Any, count: int) -> tuple[str, ...]:
+    """Names of true actions 0..count-1 from the data folder's sidecars: the name each id carries
+    most often in their per-frame ``action_names`` (ids merged as "effective" keep their main
+    name), else the recording's ``meta.json`` list (``genie record``), else the id. () when no
+    sidecar names any action."""
+    import json
+    from collections import Counter
+
+    if cache.folder is None:
+        return ()
+    votes: dict[int, Counter] = {}
+    for video in cache.videos:
+        try:
+            per_frame = json.loads((cache.folder / video.path).with_suffix(".json").read_text()).get("action_names")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(per_frame, list):
+            for a, name in zip(video.actions or (), per_frame):
+                if 0 <= a < count and isinstance(name, str) and name:
+                    votes.setdefault(a, Counter())[name] += 1
+    recorded: list = []
+    for meta in (cache.folder / "meta.json", cache.folder.parent / "meta.json"):  # data: DIR or DIR/clips
+        try:
+            recorded = json.loads(meta.read_text()).get("action_names") or []
+            break
+        except (OSError, ValueError, AttributeError):
+            continue
+    if not votes and not recorded:
+        return ()
+    fallback = lambda i: recorded[i] if i < len(recorded) and isinstance(recorded[i], str) else str(i)  # noqa: E731
+    return tuple(votes[i].most_common(1)[0][0] if i in votes else fallback(i) for i in range(count))
+
+
 @register
 class DynamicsStage(Stage):
     name = "dynamics"
@@ -85,7 +118,8 @@ class DynamicsStage(Stage):
         count = len(dyn.action_names) or top + 1
         if top >= count:
             raise GenieError(f"the sidecars hold action {top}, dynamics.action_names names only {count}")
-        return dataclasses.replace(dyn, num_actions=count)
+        names = dyn.action_names or true_action_names(self.cache, count)
+        return dataclasses.replace(dyn, num_actions=count, action_names=names)
 
     def _true_action_table(self) -> np.ndarray:
         """The sidecars' true action at every frame of the frame cache, (N,) int64 (-1 unknown)."""
