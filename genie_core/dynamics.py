@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from genie_core.checkpoint import Checkpointable
+from genie_core.checkpoint_format import Checkpointable
 from genie_core.config.dynamics import DynamicsConfig, SamplingConfig
 from genie_core.layers.st_transformer import KVCache, STTransformer, linear2d
 from genie_core.sampling import MASK_ID, decode

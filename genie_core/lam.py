@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from genie_core.checkpoint import Checkpointable
+from genie_core.checkpoint_format import Checkpointable
 from genie_core.config.lam import LamConfig
 from genie_core.errors import GenieError
 from genie_core.layers.st_transformer import STTransformer

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from genie_core.checkpoint import Checkpointable
+from genie_core.checkpoint_format import Checkpointable
 from genie_core.config.base import from_dict
 from genie_core.config.tokenizer import TokenizerConfig
 from genie_core.errors import ArgumentError, GenieError

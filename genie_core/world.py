@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from genie_core.checkpoint import Checkpointable, checkpoint_config, read_metadata, save_checkpoint, sub_state
+from genie_core.checkpoint_format import (Checkpointable, checkpoint_config, checkpoint_step, load_checked,
+                                          read_metadata, save_checkpoint, sub_state)
 from genie_core.config.base import from_dict, to_dict
 from genie_core.config.dynamics import DynamicsConfig, SamplingConfig
 from genie_core.config.lam import LamConfig
@@ -79,12 +80,13 @@ def load_part(path: Any, part: str, device: str | torch.device = "cpu") -> nn.Mo
     """The ``part`` ("tokenizer" | "lam" | "dynamics") of a checkpoint holding that kind or a whole
     world, in eval mode. A tokenizer comes without its training-only parts (discriminator,
     perceptual loss), so inference never needs their weights."""
-    from genie_core.checkpoint import checkpoint_step, load_checked, model_class
+    from genie_core.lam import LatentActionModel
+    from genie_core.tokenizer import VideoTokenizer
 
     def build(tensors: dict[str, Tensor], meta: dict[str, str]) -> nn.Module:
         if meta["kind"] == "world":
             return getattr(World.from_checkpoint_state(tensors, meta), part)
-        cls = model_class(part)
+        cls = {"tokenizer": VideoTokenizer, "lam": LatentActionModel, "dynamics": DynamicsModel}[part]
         cfg = from_dict(cls.config_class(), checkpoint_config(meta), source=f"{path} config")
         if part == "tokenizer":
             cfg = inference_tokenizer_config(cfg)

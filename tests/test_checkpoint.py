@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import genie_core.checkpoint as ckpt
+import genie_core.checkpoint_format as ckpt  # where the tensor data is read
 from genie_core.actions import load_lam
 from genie_core.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from genie_core.dynamics import DynamicsModel
