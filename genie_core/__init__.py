@@ -18,6 +18,9 @@ _LAZY = {
     "LatentActionModel": "genie_core.lam",
     "DynamicsModel": "genie_core.dynamics",
     "World": "genie_core.world",
+    "load_world": "genie_core.env",
+    "WorldEnv": "genie_core.env",
+    "list_worlds": "genie_core.worlds",
     "load_preset": "genie_core.config",
     "GenieConfig": "genie_core.config",
 }
