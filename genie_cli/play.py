@@ -275,7 +275,8 @@ class _Session:
         self.last_ms = 1000 * elapsed
         self.total_s += elapsed
         self.generated += 1
-        self.message = f"latent action {action}"
+        names = self.game.action_names
+        self.message = f"action {names[action]}" if names else f"latent action {action}"
 
     def restart(self) -> None:
         self.game.reset()
@@ -290,6 +291,8 @@ class _Session:
     def legend(self) -> list[str]:
         n = len(self.keys)
         keys = f"keys 1-{self.keys[-1]}: latent actions 0-{n - 1}" if n > 1 else "key 1: latent action 0"
+        if self.game.action_names:  # a world driven by the game's own, named actions
+            keys = " ".join(f"{k} {name}" for k, name in zip(self.keys, self.game.action_names))
         if n < self.game.num_actions:
             keys += f" (of {self.game.num_actions})"
         if self.last_ms is None:

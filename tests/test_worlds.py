@@ -238,3 +238,21 @@ def test_truth_world_trained_on_named_sidecars_stores_the_names(tmp_path: Path) 
     assert result.exit_code == 0, result.output
     world = load_world(tmp_path / "run" / "world.safetensors")
     assert world.num_actions == 3 and world.action_names == ("STAY", "JUMP", "DUCK")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_play_legend_names_true_actions(name: str) -> None:
+    from genie_cli.play import _Session
+    from genie_core.env import load_world
+    from genie_core.video import read_image
+
+    game = load_world(name)
+    game.encode_prompt(read_image(game.prompt_path, size=game.resolution), seed=0)
+    session = _Session(game, None, 10.0)
+    session.act(2)
+    status, keys = session.legend()
+    if game.action_names:
+        assert "1 NOOP 2 LEFT 3 RIGHT 4 UP 5 DOWN |" in keys and "action RIGHT" in status
+    else:
+        assert f"keys 1-{game.num_actions}: latent actions 0-{game.num_actions - 1}" in keys
+        assert "latent action 2" in status
