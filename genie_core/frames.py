@@ -1,4 +1,4 @@
-"""uint8 RGB frame arrays (T, H, W, 3) (DESIGN.md "Tensor conventions"): colour modes to RGB,
+"""uint8 RGB frame arrays (T, H, W, 3) (docs/design.md, "Tensors"): colour modes to RGB,
 centre-crop and resize, and conversion to and from the models' float tensors. No file I/O; torch
 is imported only in to_model/from_model.
 """
@@ -87,7 +87,7 @@ def check_size(size: Sequence[int]) -> tuple[int, int]:
 
 def to_model(frames: Any, device: Any = None, dtype: Any = None) -> Any:
     """uint8 frames (B, T, H, W, 3) or (T, H, W, 3), numpy or torch -> float (B, 3, T, H, W) in
-    [-1, 1] (x / 127.5 - 1), the tokenizer's input convention (DESIGN.md)."""
+    [-1, 1] (x / 127.5 - 1), the tokenizer's input convention (docs/design.md)."""
     import torch
     from einops import rearrange
 

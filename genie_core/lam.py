@@ -63,7 +63,7 @@ class LatentActionModel(nn.Module, Checkpointable):
     """Encoder (frames -> one continuous latent per transition) -> VQ -> decoder (past frames +
     quantised actions -> next frames).
 
-    Alignment (DESIGN.md): a clip of T frames has T-1 actions and ``actions[:, t]`` takes frame t
+    Alignment (docs/design.md): a clip of T frames has T-1 actions and ``actions[:, t]`` takes frame t
     to frame t+1. The encoder is causal in time, and the action of transition t is read from its
     output at frame t+1, so it depends on frames <= t+1 only. The decoder's input at position t
     is frame t plus action t and its output there predicts frame t+1; it never sees frame t+1.

@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN.md "Metrics"): PSNR and SSIM for reconstructions and Genie's ΔtPSNR
+"""Evaluation metrics (docs/design.md, "Metrics"): PSNR and SSIM for reconstructions and Genie's ΔtPSNR
 (§3.1), codebook usage for the tokenizer and LAM, and NMI / best-mapping accuracy of latent
 actions against ground-truth actions. Image metrics in torch, discrete ones in numpy."""
 

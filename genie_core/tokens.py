@@ -1,4 +1,4 @@
-"""Token files written by ``genie tokenize`` (DESIGN.md, "Files a user sees").
+"""Token files written by ``genie tokenize`` (docs/design.md, "Files").
 
 An ``.npz`` holding ``tokens`` (int32, (T', h, w)) and ``meta`` (a 0-d unicode array of JSON), so
 it loads with ``np.load(allow_pickle=False)`` and never unpickles anything.

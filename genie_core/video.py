@@ -1,5 +1,5 @@
 """Reading video and images at the pipeline's edges: files in, uint8 RGB frames (T, H, W, 3) out
-(Genie §3 trains on raw video clips; DESIGN.md "Tensor conventions"). ffmpeg (bundled by
+(Genie §3 trains on raw video clips; docs/design.md, "Tensors"). ffmpeg (bundled by
 imageio-ffmpeg, see ffmpeg.py) handles mp4/webm/avi/...; Pillow handles GIF and stills. Writing
 is in video_write.py, PNGs and grids in pictures.py, frame conversions (to_rgb, fit_frames,
 to_model/from_model) in frames.py.

@@ -1,5 +1,5 @@
 """The quick start's synthetic clips (examples/sprite_clips.py): the truth in their sidecars is
-aligned as DESIGN.md says (actions[t] takes frame t to t+1), and the quickstart preset builds a
+aligned as docs/design.md says (actions[t] takes frame t to t+1), and the quickstart preset builds a
 world that pairs with it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Metrics (DESIGN.md "Metrics"): PSNR/SSIM identities and closed forms, shapes for images and
+"""Metrics (docs/design.md, "Metrics"): PSNR/SSIM identities and closed forms, shapes for images and
 videos; codebook usage; NMI and mapping accuracy invariances."""
 
 from __future__ import annotations

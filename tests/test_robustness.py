@@ -380,9 +380,9 @@ def test_full_disk_is_one_line_and_leaves_nothing(make_clip: Callable[..., Path]
     def safetensors_full(*args, **kwargs):
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    from genie_core import checkpoint
+    from genie_core import checkpoint, checkpoint_format
     with monkeypatch.context() as m:
-        m.setattr(checkpoint, "save_file", safetensors_full)
+        m.setattr(checkpoint_format, "save_file", safetensors_full)  # where the file is written
         with pytest.raises(OutputError, match="No space left"):
             checkpoint.save_checkpoint(out / "c.safetensors", {"w": torch.zeros(2)}, kind="lam", config={})
     assert files_under(out) == set()  # no partial file, no temporary file
