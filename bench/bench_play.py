@@ -1,9 +1,10 @@
 """`genie play` frame rate (Genie §2.2): time per generated frame at 64x64 on
 CPU, MaskGIT sampling AND tokenizer decoding included, at session frame 2 and frame 16 (the KV
-cache should keep their ratio <= 1.3), fps, bf16 vs fp32 and 1 vs 2 threads, all in one run.
+cache should keep their ratio <= 1.3), fps, bf16 vs fp32 and 1 vs 2 threads, all in one run, each
+beside the fraction of the matmul peak measured in the same process (bench/_peak.py).
 
-    nice -n 5 python bench/bench_play.py       # play (5 sessions), coinrun (1 session, 1 thread)
-    python bench/bench_play.py --presets play:2 --threads 1 --precisions bf16 --frames 16
+    nice -n 5 python bench/bench_play.py       # play (5 sessions), coinrun-paper (1 session, 1 thread)
+    python bench/bench_play.py --presets play:2 --threads 1 --precisions bf16 --frames 16 --json
 
 Untrained weights (World.from_preset): the compute is the same as a trained world's. Each step's
 time is the wall clock of ``World.step`` (dynamics sampling + decoding the new frame); a warm-up
@@ -13,6 +14,12 @@ session per configuration is discarded. ``decode`` is the tokenizer's share, mea
 frame time (at 2 threads they add both threads' time, spin-waiting included). ``--no-cache`` also
 times sessions that recompute each frame from the session's ids (``genie play --no-cache``): their
 frame time grows with the session until it spans the model's receptive frames.
+
+FLOPs are counted by ``torch.utils.flop_counter`` on one uncompiled session of the same length
+(every frame's own count: with the cache, a frame's temporal attention grows until the window is
+full); a configuration's fraction of peak is its frames' counted GFLOP over their wall time, over
+the best square matmul of its precision at its thread count, measured just before its sessions.
+``--compile`` plays with ``World.use_compile`` (its compilation happens in the warm-up session).
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _peak import count_gflop, fraction_of_peak, matmul_peak_gflops  # noqa: E402
 
 from genie_cli.terminal import half_block_lines  # noqa: E402
 from genie_core.runtime import inference  # noqa: E402
@@ -61,6 +71,16 @@ def session_times(world: World, prompt: np.ndarray, frames: int, seed: int) -> t
     return wall, cpu
 
 
+def session_gflop(world: World, prompt: np.ndarray, frames: int, seed: int = 0) -> list[float]:
+    """GFLOP of each ``World.step`` of one uncompiled session (index n-1 makes frame n)."""
+    compiled, world.use_compile = world.use_compile, False
+    world.encode_prompt(prompt, seed=seed)
+    rng = np.random.default_rng(seed)
+    out = [count_gflop(lambda: world.step(int(rng.integers(0, world.num_actions))))[0] for _ in range(frames)]
+    world.use_compile = compiled
+    return out
+
+
 def decode_ms(world: World, reps: int = 5) -> float:
     """Median ms to decode one frame from ``decode_context`` frames of ids (what step does)."""
     ids = world.session_ids()[:, -world.decode_context:]
@@ -86,16 +106,25 @@ def render_ms(world: World, reps: int = 5) -> float:
 
 
 def run_config(world: World, prompt: np.ndarray, frames: int, repeats: int, precision: str,
-               threads: int, cache: bool = True) -> dict:
-    torch.set_num_threads(threads)
+               threads: int, cache: bool = True, gflop: list[float] | None = None,
+               peak_size: int = 2048) -> dict:
     world.precision = precision
     world.use_cache = cache
+    peak = matmul_peak_gflops(precision, threads, peak_size)
+    torch.set_num_threads(threads)
     session_times(world, prompt, min(frames, 3), seed=99)  # warm-up (allocator, autocast caches)
     runs = [session_times(world, prompt, frames, seed=r) for r in range(repeats)]
     wall, cpu = [w for w, _ in runs], [c for _, c in runs]
     at = lambda sessions, n: statistics.median(s[n - 1] for s in sessions)  # noqa: E731
     steady = lambda sessions: statistics.mean(t for s in sessions for t in s[1:])  # noqa: E731 frames 2..N
-    return {"precision": precision, "threads": threads, "cache": cache, "repeats": repeats, "frames": frames,
+    g = gflop or [float("nan")] * frames
+    g_mean = statistics.mean(g[1:])
+    flops = {"gflop": g_mean, "gflop_frame2": g[1], f"gflop_frame{frames}": g[frames - 1], "peak_gflops": peak,
+             "fraction_of_peak": fraction_of_peak(g_mean, steady(wall), peak),
+             "fraction_frame2": fraction_of_peak(g[1], at(wall, 2), peak),
+             f"fraction_frame{frames}": fraction_of_peak(g[frames - 1], at(wall, frames), peak)}
+    return {"precision": precision, "threads": threads, "cache": cache, "compile": world.use_compile,
+            "repeats": repeats, "frames": frames, **flops,
             "ms_frame2": 1000 * at(wall, 2), f"ms_frame{frames}": 1000 * at(wall, frames),
             "ratio": at(wall, frames) / at(wall, 2), "fps": 1 / steady(wall), "ms_mean": 1000 * steady(wall),
             "cpu_ms_frame2": 1000 * at(cpu, 2), f"cpu_ms_frame{frames}": 1000 * at(cpu, frames),
@@ -105,15 +134,17 @@ def run_config(world: World, prompt: np.ndarray, frames: int, repeats: int, prec
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", default="play:5,coinrun:1:1",
-                        help="preset:sessions[:threads], comma separated; coinrun (~10 s a frame) "
-                             "runs one session at 1 thread by default")
+    parser.add_argument("--presets", default="play:5,coinrun-paper:1:1",
+                        help="preset:sessions[:threads], comma separated; coinrun-paper (seconds a "
+                             "frame) runs one session at 1 thread by default")
     parser.add_argument("--frames", type=int, default=16, help="generated frames per session")
     parser.add_argument("--precisions", default="bf16,fp32")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--steps", type=int, default=None, help="override MaskGIT steps (default: preset's)")
     parser.add_argument("--no-cache", action="store_true",
                         help="also time sessions without the KV cache (each frame recomputed)")
+    parser.add_argument("--compile", action="store_true", help="play with torch.compile (World.use_compile)")
+    parser.add_argument("--peak-size", type=int, default=2048, help="side of the square matmul of the peak")
     parser.add_argument("--json", action="store_true", help="one JSON line per configuration")
     args = parser.parse_args()
     if args.frames < 2:
@@ -138,13 +169,18 @@ def main() -> None:
         print(f"# {name}: {desc['resolution'][0]}x{desc['resolution'][1]} frames, {desc['tokens']} tokens, "
               f"dynamics {dyn.depth}x{dyn.model_dim} ({desc['dynamics_parameters'] / 1e6:.1f}M), "
               f"{world.sampling.steps} MaskGIT steps, context {dyn.context_frames} frames, "
-              f"tokenizer {desc['tokenizer_parameters'] / 1e6:.1f}M", flush=True)
+              f"tokenizer {desc['tokenizer_parameters'] / 1e6:.1f}M", flush=True,
+              file=sys.stderr if args.json else sys.stdout)
         prompt = prompt_frame(world.resolution)
+        world.precision = "fp32"  # the count is the same under bf16 (the same matmuls)
+        gflop = session_gflop(world, prompt, args.frames)
+        world.use_compile = args.compile
         for precision in precisions:
             for threads, cache in [(t, c) for t in ([int(only_threads)] if only_threads else thread_counts)
                                    for c in ((True, False) if args.no_cache else (True,))]:
                 r = {"preset": name, "steps": world.sampling.steps,
-                     **run_config(world, prompt, args.frames, int(reps or 1), precision, threads, cache)}
+                     **run_config(world, prompt, args.frames, int(reps or 1), precision, threads, cache,
+                                  gflop, args.peak_size)}
                 results.append(r)
                 if args.json:
                     print(json.dumps(r), flush=True)
@@ -158,6 +194,9 @@ def main() -> None:
                           f"ms, frame {n} {r[f'cpu_ms_frame{n}']:7.1f} ms (ratio {r['cpu_ratio']:.2f} "
                           f"{ok(r['cpu_ratio'])}), mean {r['cpu_ms_mean']:7.1f} ms = {r['cpu_fps']:5.2f} fps | "
                           f"decode {r['ms_decode']:5.1f} ms, render {r['ms_render']:4.1f} ms", flush=True)
+                    print(f"{'':8s} {r['gflop']:.3f} GFLOP a frame, peak {r['peak_gflops']:.0f} GFLOP/s: "
+                          f"{100 * r['fraction_of_peak']:.1f}% of peak (frame 2 {100 * r['fraction_frame2']:.1f}%, "
+                          f"frame {n} {100 * r[f'fraction_frame{n}']:.1f}%)", flush=True)
     if args.json or not results:
         return
     print("\n# ratios in this run (same preset, same frame count)")

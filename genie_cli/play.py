@@ -55,6 +55,9 @@ def play(
         "--no-cache", help="Recompute each frame from the session's earlier frames instead of "
         "reading them from the KV cache: the same frames (exactly so under --precision fp32), "
         "slower, more so as the session grows up to how far back the model reaches.")] = False,
+    compile_: Annotated[bool, typer.Option(
+        "--compile", help="Run the dynamics model's per-frame layers through torch.compile "
+        "(the first frame waits for the compiler; the same frames).")] = False,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Scripted mode: print the result as one JSON line.")] = False,
 ) -> None:
@@ -120,6 +123,7 @@ def play(
              f"{', '.join(map(str, bad))}")
     set_sampling(game, steps, temperature)
     game.use_cache = not no_cache
+    game.use_compile = compile_
     max_prompt = game.dynamics.context_frames - 1  # room for the frame being generated
     if prompt_frames > max_prompt:
         fail(f"--prompt-frames {prompt_frames} is more than this world's context allows ({max_prompt})")
@@ -145,8 +149,6 @@ def open_world(world: Optional[str], preset: Optional[str], overrides: Optional[
     if world is None and preset is None:
         fail("a world is needed: --world RUN/world.safetensors (from `genie train --stage all`), "
              "or --preset NAME for an UNTRAINED world to try the controls")
-    if precision not in ("bf16", "fp32"):
-        fail(f"unknown precision '{precision}' (use bf16 or fp32)")
     import torch
 
     from genie_core.checkpoint import load_checkpoint

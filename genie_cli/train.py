@@ -75,9 +75,10 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
     stop_after: Annotated[Optional[int], typer.Option("--stop-after", help="Stop with a checkpoint at this step (the schedule still spans --steps); continue later with --resume.", min=1)] = None,
     device: opt.Device = "auto",
-    precision: Annotated[Optional[str], typer.Option("--precision", help="bf16 (autocast) or fp32 (default: the preset's).")] = None,
+    precision: opt.OptionalPrecision = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default: the preset's).", min=0, max=2 ** 63 - 1)] = None,
     threads: opt.OptionalThreads = None,
+    compile_: Annotated[bool, typer.Option("--compile", help="Run the model and loss through torch.compile (inductor; the first steps wait for the compiler). Checkpoints are the same files.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final validation metrics as one JSON line per stage.")] = False,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Trained tokenizer (or world) checkpoint for --stage dynamics (default: RUN/tokenizer/last.safetensors).")] = None,
     lam: Annotated[Optional[Path], typer.Option("--lam", help="Trained LAM (or world) checkpoint for --stage dynamics (default: RUN/lam/last.safetensors).")] = None,
@@ -97,8 +98,6 @@ def train(
     """
     if stage not in STAGE_CHOICES:
         fail(f"--stage must be one of {', '.join(STAGE_CHOICES)}, got '{stage}'")
-    if precision is not None and precision not in ("bf16", "fp32"):
-        fail(f"--precision must be bf16 or fp32, got '{precision}'")
 
     from genie_core.config import load_preset
     from genie_core.train import resolve_stages
@@ -125,7 +124,7 @@ def train(
     try:
         results = run_training(cfg, data, out, stage=stage, resume=resume, device=device,
                                stop_at=stop_after, on_event=display,
-                               inputs={"tokenizer": tokenizer, "lam": lam})
+                               inputs={"tokenizer": tokenizer, "lam": lam}, compile=compile_)
     finally:
         if display is not None:
             display.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from typing import Iterator
 
 import torch
@@ -15,11 +16,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present, else CPU; asking for CUDA without one is a user error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise ArgumentError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise GenieError("--device cuda was asked for but no CUDA device is available (try --device cpu)")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise ArgumentError(f"unknown device '{name}' (use auto, cpu or cuda)")
-    return torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise GenieError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def autocast(device: torch.device, precision: str = "bf16") -> contextlib.AbstractContextManager:
@@ -35,6 +39,19 @@ def set_threads(num_threads: int) -> None:
     """0 keeps torch's default; on a busy 2-core machine 1 thread can beat 2 (README, Benchmarks)."""
     if num_threads > 0:
         torch.set_num_threads(num_threads)
+
+
+# torch.compile's backend: inductor generates C++ on CPU (gcc) and Triton on CUDA. Tests swap in
+# "aot_eager" (the same graph capture and autograd split, no code generation: seconds, not minutes).
+COMPILE_BACKEND = "inductor"
+
+
+def compile_in_place(module: torch.nn.Module, dynamic: bool | None = None) -> torch.nn.Module:
+    """``module`` with its ``__call__`` run through ``torch.compile`` (``nn.Module.compile``): the
+    same object, so its state-dict keys stay plain (no ``_orig_mod.``) and DDP's ``no_sync`` and
+    attributes still work. ``dynamic=False`` compiles one graph per input shape."""
+    module.compile(backend=COMPILE_BACKEND, dynamic=dynamic)
+    return module
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ from genie_core.distributed import Dist, StopFlag, agree, init_dist
 from genie_core.errors import GenieError
 from genie_core.optim import adamw, learning_rate, load_optimizer, optimizer_tensors
 from genie_core.resume import STATE_FILE, check_resumable, check_same_data, train_state_info, trim_metrics
-from genie_core.runtime import autocast, check_memory, set_threads
+from genie_core.runtime import autocast, check_memory, compile_in_place, set_threads
 from genie_core.stages import Stage, available_stages, get_stage
 
 Event = Callable[[dict[str, Any]], None]
@@ -89,7 +89,11 @@ class _LossForward(nn.Module):
         return self.stage.loss(self.model, batch, step)
 
 
-def setup_run(stage: Stage, cfg: GenieConfig, data: Dataset, run_dir: Path, d: Dist, emit: Event) -> Run:
+def setup_run(stage: Stage, cfg: GenieConfig, data: Dataset, run_dir: Path, d: Dist, emit: Event,
+              compile: bool = False) -> Run:
+    """The models, optimisers and batches of one stage. ``compile``: the loss passes (model
+    forward and loss) run through ``torch.compile``, in place, so ``run.model`` and its
+    checkpoints keep their plain key names (no ``_orig_mod.``)."""
     ocfg = stage.optim_config()
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     model = stage.build_model().to(stage.device)
@@ -116,6 +120,10 @@ def setup_run(stage: Stage, cfg: GenieConfig, data: Dataset, run_dir: Path, d: D
         forward = DDP(forward, device_ids=ids, find_unused_parameters=stage.ddp_find_unused)
         if aux_forward is not None:
             aux_forward = DDP(aux_forward, device_ids=ids)
+    if compile:
+        for module in (forward, aux_forward):
+            if module is not None:
+                compile_in_place(module)
     spread = data.val.spread(cfg.data.val_clips)
     B = ocfg.batch_size
     val_batches = [data.val.batch(spread[i:i + B]) for i in range(0, len(spread), B)]
@@ -333,14 +341,16 @@ def resolve_stages(stage: str) -> list[str]:
 def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathLike, *,
           stage: str = "tokenizer", resume: bool = False, device: str = "auto",
           stop_at: int | None = None, on_event: Event | None = None,
-          inputs: dict[str, str | os.PathLike] | None = None) -> dict[str, dict[str, float]]:
+          inputs: dict[str, str | os.PathLike] | None = None,
+          compile: bool = False) -> dict[str, dict[str, float]]:
     """Train ``stage`` (or ``all`` stages in order) on the videos under ``data_dir``.
 
     Everything that can be wrong with the input is checked before ``run_dir`` is created.
     ``stop_at`` stops (and checkpoints) at that step while the schedule still spans the
     configured steps. ``inputs`` names checkpoints from the command line by stage
-    (``{"tokenizer": path, "lam": path}``) for stages that build on earlier models. Returns the
-    last validation metrics per stage.
+    (``{"tokenizer": path, "lam": path}``) for stages that build on earlier models. ``compile``
+    runs the loss passes through ``torch.compile`` (checkpoints are the same files). Returns
+    the last validation metrics per stage.
     """
     names = resolve_stages(stage)
     run_dir, data_dir = Path(run_dir), Path(data_dir)
@@ -380,7 +390,7 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
             stage_obj = get_stage(name)(cfg, run_dir, dev, cfg.train.precision, inputs)
             stage_obj.warn = warn
             stage_obj.prepare(data)
-            run = setup_run(stage_obj, cfg, data, run_dir, d, emit)
+            run = setup_run(stage_obj, cfg, data, run_dir, d, emit, compile=compile)
             if has_state:
                 resume_run(run)
                 if run.step >= run.ocfg.steps:

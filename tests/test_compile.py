@@ -1,0 +1,129 @@
+"""torch.compile in training and play (checkpoints keep plain key names, the same losses and frames),
+device-name validation, and the benchmarks' FLOP counter and peak."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from genie_cli.app import app
+from genie_core import runtime
+from genie_core.config import load_preset
+from genie_core.errors import ArgumentError, GenieError
+from genie_core.lam import LatentActionModel
+from genie_core.train import train
+from genie_core.world import World
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _peak import count_gflop, fraction_of_peak, matmul_peak_gflops  # noqa: E402
+from test_train import moving_square_clips  # noqa: E402
+
+
+@pytest.fixture()
+def fast_compile(monkeypatch):
+    """Graph capture and the autograd split without code generation (seconds, not minutes)."""
+    monkeypatch.setattr(runtime, "COMPILE_BACKEND", "aot_eager")
+
+
+def _train_losses(tmp_path: Path, name: str, compile: bool, steps: int = 2, resume: bool = False) -> list[float]:
+    sets = [f"train.lam.steps={steps}", "train.lam.log_every=1", "train.lam.eval_every=100",
+            "train.lam.save_every=100", "train.num_threads=1"]
+    train(load_preset("tiny", sets), tmp_path / "data", tmp_path / name, stage="lam", device="cpu",
+          compile=compile, resume=resume)
+    lines = [json.loads(line) for line in open(tmp_path / name / "lam" / "metrics.jsonl")]
+    return [r["loss"] for r in lines if r.get("split") == "train"]
+
+
+def _check_compiled_training(tmp_path: Path) -> None:
+    moving_square_clips(tmp_path / "data")
+    plain = _train_losses(tmp_path, "plain", compile=False)
+    compiled = _train_losses(tmp_path, "compiled", compile=True)
+    assert compiled == pytest.approx(plain, rel=1e-4, abs=1e-6)
+    for file in ("last.safetensors", "state.safetensors"):
+        a, b = (load_file(str(tmp_path / run / "lam" / file)) for run in ("plain", "compiled"))
+        assert sorted(a) == sorted(b) and not any("_orig_mod" in k for k in b)
+    # loads strictly into the uncompiled model
+    model = LatentActionModel.from_config(load_preset("tiny").lam)
+    model.load_state_dict(load_file(str(tmp_path / "compiled" / "lam" / "last.safetensors")), strict=True)
+    # resume a compiled run (compiled again) and an uncompiled one to step 3: the same third loss
+    plain3 = _train_losses(tmp_path, "plain", compile=False, steps=3, resume=True)
+    compiled3 = _train_losses(tmp_path, "compiled", compile=True, steps=3, resume=True)
+    assert len(compiled3) == 3 and compiled3 == pytest.approx(plain3, rel=1e-4, abs=1e-6)
+
+
+def test_compiled_training_same_losses_plain_checkpoint_keys(tmp_path, fast_compile):
+    _check_compiled_training(tmp_path)
+
+
+@pytest.mark.slow
+def test_compiled_training_with_inductor(tmp_path):
+    _check_compiled_training(tmp_path)
+
+
+def _rollout(world: World, compile: bool) -> torch.Tensor:
+    world.use_compile = compile
+    prompt = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    world.rollout(prompt, [0, 1, 2, 3, 1], seed=5)
+    return world.session_ids()
+
+
+def _check_compiled_play(precision: str) -> None:
+    torch.manual_seed(0)
+    world = World.from_preset("tiny")
+    world.precision = precision
+    plain = _rollout(world, compile=False)
+    compiled = _rollout(world, compile=True)
+    session_dynamics = world._models[0]
+    assert session_dynamics is not world.dynamics  # the world's own model stays uncompiled
+    assert all(b.ffw._compiled_call_impl is not None for b in session_dynamics.transformer.blocks)
+    assert all(b.ffw._compiled_call_impl is None for b in world.dynamics.transformer.blocks)
+    assert torch.equal(plain, compiled)
+    assert torch.equal(_rollout(world, compile=False), plain)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_compiled_play_same_frames(precision, fast_compile):
+    _check_compiled_play(precision)
+
+
+@pytest.mark.slow
+def test_compiled_play_with_inductor():
+    _check_compiled_play("fp32")
+
+
+@pytest.mark.parametrize("command", ["train", "play"])
+def test_compile_option_in_help(command):
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "--compile" in result.output
+
+
+def test_device_names():
+    assert runtime.resolve_device("cpu") == torch.device("cpu")
+    for bad in ("gpu", "cudax", "cuda:", "cpu:0 "):
+        with pytest.raises(ArgumentError):
+            runtime.resolve_device(bad)
+    if not torch.cuda.is_available():
+        for name in ("cuda", "cuda:1"):
+            with pytest.raises(GenieError, match="no CUDA device"):
+                runtime.resolve_device(name)
+        assert runtime.resolve_device("auto") == torch.device("cpu")
+
+
+def test_flop_counter_and_peak():
+    a, b = torch.randn(3, 5), torch.randn(5, 7)
+    gflop, out = count_gflop(lambda: a @ b)
+    assert gflop * 1e9 == 2 * 3 * 5 * 7 and out.shape == (3, 7)
+    assert fraction_of_peak(10.0, 0.5, 40.0) == 0.5
+    before = torch.get_num_threads()
+    for precision in ("bf16", "fp32"):
+        assert matmul_peak_gflops(precision, 1, size=64, repeats=2) > 0
+    assert torch.get_num_threads() == before
