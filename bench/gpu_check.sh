@@ -48,7 +48,7 @@ genie evaluate "$out/heldout" -w "$world" --clips 4 --device cuda --json
 step "torchrun --nproc_per_node 1: genie train on cuda, then DDP + all_reduce over nccl"
 torchrun --nproc_per_node 1 -m genie_cli train "${common[@]}" --out "$out/run_torchrun" \
     --stage tokenizer --steps 5 --json
-torchrun --nproc_per_node 1 - <<'EOF'
+cat > "$out/nccl_check.py" <<'EOF'
 import os, torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from genie_core.config import load_preset
@@ -67,6 +67,7 @@ assert t.item() == dist.get_world_size(), t
 print(f"nccl: DDP backward and all_reduce over {dist.get_world_size()} process(es) ok")
 dist.destroy_process_group()
 EOF
+torchrun --nproc_per_node 1 "$out/nccl_check.py"
 
 step "GPU figures"
 python - "$out" <<'EOF'
