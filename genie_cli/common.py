@@ -293,8 +293,6 @@ def open_tokenizer(checkpoint: Path | None, preset: str | None, overrides: list[
     from genie_core.runtime import set_threads
     from genie_core import api
 
-    if precision not in ("bf16", "fp32"):
-        fail(f"unknown precision '{precision}' (use bf16 or fp32)")
     if checkpoint is not None and preset is not None:
         fail("give --checkpoint or --preset, not both")
     if checkpoint is not None and overrides:

@@ -44,7 +44,7 @@ def infer_actions(
     overlap: Annotated[Optional[int], typer.Option(
         "--overlap", help="Frames shared by consecutive windows (default: the LAM's).", min=1)] = None,
     device: opt.Device = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="fp32 or bf16 (autocast).")] = "fp32",
+    precision: opt.Precision = "fp32",
     threads: opt.Threads = 0,
     json_out: opt.Json = False,
 ) -> None:
@@ -63,8 +63,6 @@ def infer_actions(
     """
     if file_format not in ("json", "npz"):
         fail(f"--format must be json or npz, got '{file_format}'")
-    if precision not in ("bf16", "fp32"):
-        fail(f"unknown precision '{precision}' (use fp32 or bf16)")
     if sum(x is not None for x in (checkpoint, world, preset)) != 1:
         fail("give exactly one of --checkpoint FILE, --world BUNDLE or --preset NAME")
     if overrides and preset is None:

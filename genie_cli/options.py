@@ -9,7 +9,19 @@ from typing import Annotated, Optional
 import typer
 
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")]
-Precision = Annotated[str, typer.Option("--precision", help="bf16 (autocast) or fp32.")]
+PRECISIONS = ("bf16", "fp32")
+
+
+def precision_choice(value: Optional[str]) -> Optional[str]:
+    """Option callback: the one check of --precision for every command."""
+    if value is not None and value not in PRECISIONS:
+        raise typer.BadParameter(f"must be bf16 or fp32, got '{value}'")
+    return value
+
+
+Precision = Annotated[str, typer.Option("--precision", help="bf16 (autocast) or fp32.", callback=precision_choice)]
+OptionalPrecision = Annotated[Optional[str], typer.Option(
+    "--precision", help="bf16 (autocast) or fp32 (default: the preset's).", callback=precision_choice)]
 Checkpoint = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="A checkpoint (.safetensors).")]
 Preset = Annotated[str, typer.Option("--preset", "-p", help="Preset name (see presets/) or a YAML file.")]
 Overrides = Annotated[Optional[list[str]], typer.Option("--set", help="Override a preset value: section.key=value (repeatable).")]

@@ -345,6 +345,15 @@ def test_cuda_without_cuda_is_one_line(make_clip: Callable[..., Path], tmp_path:
     assert not (tmp_path / "o.npz").exists()
 
 
+@pytest.mark.parametrize("command", ["tokenize", "reconstruct", "infer-actions", "play", "evaluate", "train"])
+def test_precision_is_checked_alike_by_every_command(tmp_path: Path, command: str) -> None:
+    """One check of --precision for all six commands: the value named, exit 2, nothing written."""
+    result = invoke(command, "--precision", "fp16", str(tmp_path / "in.mp4"))
+    message = assert_clean_error(result)
+    assert "--precision" in message and "fp16" in message
+    assert files_under(tmp_path) == set()
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["tokenize", "{clip}", "-o", "{tmp}/out.txt", "--preset", "tiny"], ".npz"),
     (["reconstruct", "{clip}", "-o", "{tmp}/out.avi", "--preset", "tiny"], ".mp4"),
