@@ -67,7 +67,7 @@ def _random_vgg16(home: Path) -> None:
 
 
 def build(name: str):
-    from genie_core.tokenizer import VideoTokenizer
+    from genie_core.models.tokenizer import VideoTokenizer
 
     if name == "small":
         return VideoTokenizer.from_preset("small")

@@ -1,5 +1,5 @@
 """Training throughput of one stage (default: the tokenizer on `small`), in clips/s, through the
-real training step (genie_core.train.train_step): fp32 against bf16 autocast in one process
+real training step (genie_core.training.train.train_step): fp32 against bf16 autocast in one process
 (rounds interleaved, medians), then 1 process against 2 under torchrun (DDP, gloo on CPU); each
 beside the fraction of the matmul peak measured in the same process (bench/_peak.py).
 
@@ -36,7 +36,7 @@ from _peak import count_gflop, fraction_of_peak, matmul_peak_gflops  # noqa: E40
 
 
 def synthetic_clips(folder: Path, resolution: tuple[int, int], frames: int, count: int = 8) -> Path:
-    from genie_core.video_write import write_video
+    from genie_core.io.video_write import write_video
 
     rng = np.random.default_rng(0)
     H, W = resolution
@@ -55,8 +55,8 @@ def untrained_inputs(cfg, run_dir: Path) -> None:
     (the same compute as trained ones)."""
     import torch
 
-    from genie_core.lam import LatentActionModel
-    from genie_core.tokenizer import VideoTokenizer
+    from genie_core.models.lam import LatentActionModel
+    from genie_core.models.tokenizer import VideoTokenizer
 
     torch.manual_seed(0)
     for part, model in (("tokenizer", VideoTokenizer.from_config(cfg.tokenizer)),
@@ -69,10 +69,10 @@ def build(args: argparse.Namespace, precision: str):
     """A Run for the stage, as `genie train` would set it up (rank and world from torchrun)."""
     import torch
 
-    from genie_core import train as T
-    from genie_core.distributed import init_dist
+    from genie_core.training import train as T
+    from genie_core.training.distributed import init_dist
     from genie_core.config import load_preset
-    from genie_core.stages import get_stage
+    from genie_core.training.stages import get_stage
 
     sets = list(args.set)
     if args.batch_size:
@@ -91,7 +91,7 @@ def build(args: argparse.Namespace, precision: str):
 
 def step_gflop(run, step: int) -> float:
     """GFLOP of one training step (run before any compilation)."""
-    from genie_core.train import train_step
+    from genie_core.training.train import train_step
 
     return count_gflop(lambda: train_step(run, step))[0]
 
@@ -106,7 +106,7 @@ def maybe_compile(run, on: bool) -> None:
 
 def timed_steps(run, first_step: int, steps: int) -> float:
     """Seconds per optimiser step (all ranks in lock-step under DDP)."""
-    from genie_core.train import train_step
+    from genie_core.training.train import train_step
 
     t0 = time.perf_counter()
     for s in range(first_step, first_step + steps):

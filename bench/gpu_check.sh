@@ -52,7 +52,7 @@ cat > "$out/nccl_check.py" <<'EOF'
 import os, torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from genie_core.config import load_preset
-from genie_core.dynamics import DynamicsModel
+from genie_core.models.dynamics import DynamicsModel
 dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
 torch.cuda.set_device(dev)
 dist.init_process_group("nccl")
@@ -77,8 +77,8 @@ import numpy as np, torch
 sys.path.insert(0, "bench")
 from _peak import matmul_peak_gflops
 from genie_core.config import load_preset
-from genie_core.train import train
-from genie_core.world import World
+from genie_core.training.train import train
+from genie_core.models.world import World
 
 out = Path(sys.argv[1])
 for p in ("bf16", "fp32"):

@@ -39,7 +39,7 @@ echo "== 4/8 genie infer-actions on held-out clips, against the sidecars' true a
 genie infer-actions "$out/heldout" --world "$world" -o "$out/actions" --against-truth
 
 echo "== 5/8 genie play (scripted): each latent action 3 times -> $out/rollout.gif" >&2
-n=$(python -c "import json, sys; from genie_core.checkpoint import read_metadata as r
+n=$(python -c "import json, sys; from genie_core.models.load import read_metadata as r
 print(json.loads(r(sys.argv[1])['config'])['lam']['num_actions'])" "$world")
 actions=$(python -c "print(','.join(str(a) for a in range($n) for _ in range(3)))")
 genie play --world "$world" --prompt "$out/prompt.png" --actions "$actions" -o "$out/rollout.gif" --fps 4

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from genie_core import WorldEnv, load_world
-from genie_core.pictures import write_png
-from genie_core.video_write import write_video
+from genie_core.io.pictures import write_png
+from genie_core.io.video_write import write_video
 
 
 def session_picture(frames: list[np.ndarray], captions: list[str], scale: int = 4, pad: int = 4) -> np.ndarray:
@@ -46,7 +46,7 @@ def main() -> None:
     torch.set_num_threads(1)  # one thread is the fastest on a small shared CPU
 
     if args.world is None:
-        from genie_core.worlds import default_world
+        from genie_core.tasks.worlds import default_world
         args.world = default_world().name
     env = WorldEnv(load_world(args.world), max_steps=args.steps)
     env.action_space.seed(args.seed)

@@ -59,9 +59,9 @@ def main() -> None:
 
     import torch
 
-    from genie_core.checkpoint import load_checkpoint
-    from genie_core.pictures import write_grid
-    from genie_core.video import IMAGE_SUFFIXES, read_image, read_video
+    from genie_core.models.load import load_checkpoint
+    from genie_core.io.pictures import write_grid
+    from genie_core.io.video import IMAGE_SUFFIXES, read_image, read_video
 
     torch.set_num_threads(args.threads)
     world = load_checkpoint(args.world, expect_kind="world")
@@ -75,7 +75,7 @@ def main() -> None:
         prompt = frames[0]
         real = frames if len(frames) == 1 + args.steps_ahead else None
         if world.action_source == "truth":
-            from genie_core.data import read_sidecar_actions
+            from genie_core.io.actions import read_sidecar_actions
             true_actions, _ = read_sidecar_actions(args.prompt, 1 + args.steps_ahead, print)
             true_actions = list(true_actions) if true_actions else None
     rows, labels = rollout_rows(world, prompt, args.steps_ahead, args.seed, real, true_actions)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genie_core.pictures import write_png
-from genie_core.video_write import write_video
+from genie_core.io.pictures import write_png
+from genie_core.io.video_write import write_video
 
 ACTION_NAMES = ("NOOP", "LEFT", "RIGHT", "UP", "DOWN")
 MOVES = ((0, 0), (0, -1), (0, 1), (-1, 0), (1, 0))  # (dy, dx) in sprite steps, per action id

@@ -33,7 +33,7 @@ def handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from genie_core.errors import GenieError
-        from genie_core.outputs import describe_os_error
+        from genie_core.io.outputs import describe_os_error
 
         try:
             return func(*args, **kwargs)
@@ -99,7 +99,7 @@ def check_jobs(inputs: Inputs, output: Path, also_read: tuple[Path | None, ...] 
     """No output may be an input, another file the command reads (``also_read``: a checkpoint)
     or the ground-truth sidecar beside an input video (same path, hard link or symlink), and the
     output folder must be writable. Exit 2 before anything is written."""
-    from genie_core.outputs import InputGuard, check_writable
+    from genie_core.io.outputs import InputGuard, check_writable
 
     srcs = [job.src for job in inputs.jobs]
     guard = InputGuard([*srcs, *also_read], videos=srcs)
@@ -112,7 +112,7 @@ def check_jobs(inputs: Inputs, output: Path, also_read: tuple[Path | None, ...] 
 
 
 def _expand(source: str, output: Path, suffix: str) -> Inputs:
-    from genie_core.video import find_videos
+    from genie_core.io.video import find_videos
 
     if source == "-":
         if output.exists() and not output.is_dir():
@@ -251,7 +251,7 @@ def run_jobs(inputs: Inputs, label: str, json_out: bool, work: Callable[[Job], A
     import time
 
     from genie_core.errors import GenieError, OutputError
-    from genie_core.outputs import describe_os_error
+    from genie_core.io.outputs import describe_os_error
 
     skipped = 0
     with progress(len(inputs.jobs), label) as bar:
@@ -289,10 +289,9 @@ def exit_if_skipped(inputs: Inputs, skipped: int, done_what: str) -> None:
 def open_tokenizer(checkpoint: Path | None, preset: str | None, overrides: list[str] | None,
                    device: str, precision: str, threads: int, window: int | None,
                    size: tuple[int, int] | None) -> Any:
-    """The tokenizer a command asked for (``genie_core.api.LoadedTokenizer``); imports torch."""
+    """The tokenizer a command asked for (``genie_core.tasks.tokenize.LoadedTokenizer``); imports torch."""
     from genie_core.runtime import set_threads
-    from genie_core import api
-
+    from genie_core.tasks import tokenize as api
     if checkpoint is not None and preset is not None:
         fail("give --checkpoint or --preset, not both")
     if checkpoint is not None and overrides:
@@ -315,9 +314,9 @@ def open_tokenizer(checkpoint: Path | None, preset: str | None, overrides: list[
 
 def world_file(value: str | Path) -> tuple[Path, Any]:
     """A ``--world`` value (a file, or a shipped world's name) as (weights file, the shipped
-    ``genie_core.worlds.ShippedWorld`` or None); a bad one exits 2 naming the shipped worlds."""
+    ``genie_core.tasks.worlds.ShippedWorld`` or None); a bad one exits 2 naming the shipped worlds."""
     from genie_core.errors import GenieError
-    from genie_core.worlds import resolve_world
+    from genie_core.tasks.worlds import resolve_world
 
     try:
         return resolve_world(value)

@@ -61,8 +61,8 @@ def evaluate(
     Exit codes: 0 done; 2 bad input (no videos, clips too short, ...);
     3 some videos could not be read (each named on stderr), the rest evaluated.
     """
-    from genie_core.evaluate import check_evaluation_memory, controllability, sample_windows
-    from genie_core.video import VIDEO_SUFFIXES, find_videos
+    from genie_core.tasks.evaluate import check_evaluation_memory, controllability, sample_windows
+    from genie_core.io.video import VIDEO_SUFFIXES, find_videos
 
     folders: list[tuple[Path, str]] = []  # folders that cannot be listed
     if str(clips) == "-":

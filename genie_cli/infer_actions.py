@@ -77,7 +77,7 @@ def infer_actions(
             check_suffix(inputs.jobs[0].dst, (".json", ".npz"), "output")
         check_jobs(inputs, output, also_read=(checkpoint, world_path))
 
-    from genie_core import actions as api
+    from genie_core.tasks import infer_actions as api
     from genie_core.runtime import set_threads
 
     set_threads(threads)

@@ -83,13 +83,13 @@ def play(
     Exit codes: 0 done; 2 bad input (a bad action id, no terminal and no --actions, ...);
     130 interrupted (an interactive session is still written to -o).
     """
-    from genie_core.video_write import WRITE_SUFFIXES
+    from genie_core.io.video_write import WRITE_SUFFIXES
 
     if list_worlds:
         print_worlds(json_out)
         return
     if world is None and preset is None:
-        from genie_core.worlds import default_world
+        from genie_core.tasks.worlds import default_world
 
         try:
             world = default_world().name
@@ -112,7 +112,7 @@ def play(
     if not prompt.is_file():
         fail(f"prompt not found: {prompt}" if not prompt.exists() else f"prompt is not a file: {prompt}")
     if output is not None:
-        from genie_core.outputs import check_outputs
+        from genie_core.io.outputs import check_outputs
 
         check_outputs([output], inputs=[prompt, world_path], videos=[prompt])
 
@@ -140,7 +140,7 @@ def play(
 
 def open_world(world: Optional[str], preset: Optional[str], overrides: Optional[list[str]],
                device: str, precision: str, threads: int, seed: int = 0) -> Any:
-    """The ``genie_core.world.World`` a command asked for (``world``: a file or a shipped world's
+    """The ``genie_core.models.world.World`` a command asked for (``world``: a file or a shipped world's
     name), on its device; imports torch."""
     if world is not None and preset is not None:
         fail("give --world or --preset, not both")
@@ -151,9 +151,9 @@ def open_world(world: Optional[str], preset: Optional[str], overrides: Optional[
              "or --preset NAME for an UNTRAINED world to try the controls")
     import torch
 
-    from genie_core.checkpoint import load_checkpoint
+    from genie_core.models.load import load_checkpoint
     from genie_core.runtime import resolve_device, set_threads, valid_seed
-    from genie_core.world import World
+    from genie_core.models.world import World
 
     set_threads(threads)
     dev = resolve_device(device)
@@ -171,7 +171,7 @@ def open_world(world: Optional[str], preset: Optional[str], overrides: Optional[
 
 def print_worlds(json_out: bool = False) -> None:
     """One line per shipped world: name (* the default), size, headline figures, description."""
-    from genie_core.worlds import list_worlds
+    from genie_core.tasks.worlds import list_worlds
 
     worlds = list_worlds()
     if not worlds:
@@ -200,7 +200,7 @@ def set_sampling(game: Any, steps: Optional[int], temperature: Optional[float]) 
 
 def read_prompt(path: Path, count: int, resolution: tuple[int, int]) -> tuple[Any, Optional[float]]:
     """uint8 (T, H, W, 3) prompt frames at ``resolution`` and the source fps (None for an image)."""
-    from genie_core.video import IMAGE_SUFFIXES, read_image, read_video
+    from genie_core.io.video import IMAGE_SUFFIXES, read_image, read_video
 
     if path.suffix.lower() in IMAGE_SUFFIXES:
         if count > 1:
@@ -228,7 +228,7 @@ def parse_actions(text: str) -> list[int]:
 
 def write_session(game: Any, path: Path, fps: float) -> int:
     """Write the session so far (batch row 0) to ``path``; returns the frame count."""
-    from genie_core.video_write import write_video
+    from genie_core.io.video_write import write_video
 
     frames = game.session_frames()[0]  # (T, H, W, 3)
     write_video(path, frames, fps)

@@ -11,7 +11,7 @@ import typer
 from genie_cli import options as opt
 from genie_cli.common import (check_suffix, emit_json, fail, handle_errors, json_number, open_tokenizer,
                               parse_size)
-from genie_core.outputs import check_outputs
+from genie_core.io.outputs import check_outputs
 
 VIDEO_OUT = (".mp4", ".gif")
 
@@ -55,8 +55,7 @@ def reconstruct(
     check_outputs([output, compare], inputs=[source, checkpoint], videos=[source])
     tok = open_tokenizer(checkpoint, preset, overrides, device, precision, threads, window, hw)
 
-    from genie_core import api
-
+    from genie_core.tasks import tokenize as api
     rec = api.reconstruct_to_file(tok, source, output, compare=compare, compare_frames=compare_frames,
                                   size=hw, batch_windows=batch, precision=precision)
     m = rec.metrics

@@ -81,8 +81,7 @@ def record(
         _verify(verify, json_out)
         return
     assert output is not None
-    from genie_core import record as rec
-
+    from genie_core.tasks import record as rec
     size = parse_resolution(resolution)
     rec.parse_env(env)  # a bad --env fails before anything else
     player = rec.Policy(policy, [0], 1, seed, p_repeat)  # checks --policy before a game opens
@@ -107,7 +106,7 @@ def record(
 
 
 def _verify(folder: Path, json_out: bool) -> None:
-    from genie_core.record import load_meta, verify_recording
+    from genie_core.tasks.record import load_meta, verify_recording
 
     total = len(load_meta(folder)["clips"])
     with progress(total, "verify") as bar:

@@ -52,8 +52,8 @@ def tokenize(
     check_jobs(inputs, output, also_read=(checkpoint,))
     tok = open_tokenizer(checkpoint, preset, overrides, device, precision, threads, window, hw)
 
-    from genie_core import api
-    from genie_core.tokens import save_tokens
+    from genie_core.tasks import tokenize as api
+    from genie_core.io.tokens import save_tokens
 
     def work(job: Job) -> tuple[Any, dict]:
         ids, meta = api.tokenize_video(tok, job.src, size=hw, batch_windows=batch,

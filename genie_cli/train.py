@@ -100,8 +100,8 @@ def train(
         fail(f"--stage must be one of {', '.join(STAGE_CHOICES)}, got '{stage}'")
 
     from genie_core.config import load_preset
-    from genie_core.train import resolve_stages
-    from genie_core.train import train as run_training
+    from genie_core.training.train import resolve_stages
+    from genie_core.training.train import train as run_training
 
     names = resolve_stages(stage)
     sets = list(overrides or [])
@@ -147,7 +147,7 @@ def _check_run_folder(out: Path, data: Path, stages: list[str], *checkpoints: Op
     """Before any work: the run folder is writable, is not the data folder, and none of the files
     the run writes is a checkpoint given with --tokenizer / --lam (same path, hard or symbolic link)."""
     from genie_core.errors import OutputError
-    from genie_core.outputs import InputGuard, check_writable
+    from genie_core.io.outputs import InputGuard, check_writable
 
     check_writable(out, folder=True)
     if data.is_dir() and out.is_dir() and os.path.samefile(out, data):

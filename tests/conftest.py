@@ -129,7 +129,7 @@ def tok_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     import torch
     from genie_core.config import load_preset, to_dict
-    from genie_core.tokenizer import VideoTokenizer
+    from genie_core.models.tokenizer import VideoTokenizer
 
     torch.manual_seed(0)
     cfg = load_preset("tiny")

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from genie_core import api
-from genie_core.checkpoint import save_checkpoint
+from genie_core.tasks import tokenize as api
+from genie_core.io.checkpoint_format import save_checkpoint
 from genie_core.errors import CheckpointError, ConfigError, GenieError
-from genie_core.tokens import TokenFileError, file_digest, load_tokens, save_tokens
+from genie_core.io.tokens import TokenFileError, file_digest, load_tokens, save_tokens
 from genie_core.version import TOKEN_FORMAT_VERSION
 
 
@@ -169,12 +169,12 @@ def test_reconstruct_keeps_frame_count(make_clip, clip_frames, tmp_path: Path, f
     # The reconstruction is what the token file decodes to.
     ids, _ = api.tokenize_video(tok, clip, batch_windows=1, precision="fp32")
     decoded = tok.model.decode_ids(torch.from_numpy(ids).long()[None])  # (1, 3, T'*2, 16, 16)
-    from genie_core.frames import from_model
+    from genie_core.io.frames import from_model
     np.testing.assert_array_equal(rec.frames, from_model(decoded)[0][:frames])
 
 
 def test_reconstruct_to_file_streams(make_clip, tmp_path: Path) -> None:
-    from genie_core.video import probe_video, read_image, read_video
+    from genie_core.io.video import probe_video, read_image, read_video
 
     clip = make_clip(tmp_path / "c.mp4", frames=9, size=(24, 32), fps=15)
     tok = fake_tokenizer(4)
@@ -209,7 +209,7 @@ TIME_DOWN = ["tokenizer.enc_desc=[[causal, {out_channels: 16}], [residual, {out_
 
 @pytest.mark.parametrize("overrides", [[], TIME_DOWN], ids=["tiny", "time/2"])
 def test_real_tokenizer_windows(make_clip, clip_frames, tmp_path: Path, overrides: list[str]) -> None:
-    from genie_core.frames import to_model
+    from genie_core.io.frames import to_model
 
     clip = make_clip(tmp_path / "c.gif", frames=7, size=(16, 16))
     tok = api.load_tokenizer(None, preset="tiny", overrides=overrides, device="cpu", window=4)
@@ -236,7 +236,7 @@ def test_untrained_preset_is_deterministic() -> None:
 
 
 def test_checkpoint_digest(tmp_path: Path) -> None:
-    from genie_core.tokenizer import VideoTokenizer
+    from genie_core.models.tokenizer import VideoTokenizer
 
     path = tmp_path / "tok.safetensors"
     VideoTokenizer.from_preset("tiny").save(path)
@@ -247,7 +247,7 @@ def test_checkpoint_digest(tmp_path: Path) -> None:
 
 def test_world_bundle_tokenizer(make_clip, tmp_path: Path) -> None:
     """A world bundle's tokenizer is accepted; its resolution comes from the bundle."""
-    from genie_core.world import World
+    from genie_core.models.world import World
 
     path = tmp_path / "world.safetensors"
     world = World.from_preset("tiny")
@@ -271,7 +271,7 @@ CONV3 = ["tokenizer.enc_desc=[[causal, {out_channels: 8, kernel_size: 3}], [caus
 
 
 def test_receptive_field_from_layers() -> None:
-    from genie_core.window_encode import temporal_receptive_field, warmup_frames
+    from genie_core.models.window_encode import temporal_receptive_field, warmup_frames
 
     tok = api.load_tokenizer(None, preset="tiny", overrides=CONV3, device="cpu")
     assert temporal_receptive_field(tok.model) == 2 + 2 + 2 * 2 + 2  # four k=3 convs and proj_out
@@ -283,8 +283,8 @@ def test_receptive_field_from_layers() -> None:
 
 def test_receptive_field_is_tight() -> None:
     """Changing the frame R before a latent's frame changes it; the frame before that does not."""
-    from genie_core.frames import to_model
-    from genie_core.window_encode import temporal_receptive_field
+    from genie_core.io.frames import to_model
+    from genie_core.models.window_encode import temporal_receptive_field
 
     model = api.load_tokenizer(None, preset="tiny", overrides=CONV3, device="cpu").model
     r = temporal_receptive_field(model)
@@ -301,8 +301,8 @@ def test_receptive_field_is_tight() -> None:
 
 @pytest.mark.parametrize("overrides", [CONV3, TIME_DOWN], ids=["conv3", "time/2"])
 def test_windows_equal_continuous_encoding(overrides: list[str]) -> None:
-    from genie_core.frames import to_model
-    from genie_core.window_encode import encode_windows
+    from genie_core.io.frames import to_model
+    from genie_core.models.window_encode import encode_windows
 
     model = api.load_tokenizer(None, preset="tiny", overrides=overrides, device="cpu").model
     window = 8

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from genie_core.atomic import atomic_path
+from genie_core.io.atomic import atomic_path
 
 
 def test_success_replaces_and_leaves_no_temp(tmp_path):

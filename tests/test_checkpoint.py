@@ -1,4 +1,4 @@
-"""Checkpoint files (genie_core.checkpoint) against hostile contents: a config that does not match
+"""Checkpoint files (genie_core.models.load) against hostile contents: a config that does not match
 its tensors is refused from the header alone, before any tensor is read or any model allocated;
 bad metadata is a one-line error; every safetensors file gets the umask's permissions."""
 
@@ -12,14 +12,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import genie_core.checkpoint_format as ckpt  # where the tensor data is read
-from genie_core.actions import load_lam
-from genie_core.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-from genie_core.dynamics import DynamicsModel
+import genie_core.io.checkpoint_format as ckpt  # where the tensor data is read
+from genie_core.tasks.infer_actions import load_lam
+from genie_core.io.checkpoint_format import read_metadata, save_checkpoint
+from genie_core.models.load import load_checkpoint
+from genie_core.models.dynamics import DynamicsModel
 from genie_core.errors import CheckpointError
-from genie_core.lam import LatentActionModel
-from genie_core.tokenizer import VideoTokenizer
-from genie_core.world import World, load_part
+from genie_core.models.lam import LatentActionModel
+from genie_core.models.tokenizer import VideoTokenizer
+from genie_core.models.world import World, load_part
 
 BUILDERS = {"tokenizer": VideoTokenizer, "lam": LatentActionModel, "dynamics": DynamicsModel, "world": World}
 

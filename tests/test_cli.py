@@ -52,7 +52,7 @@ def files_under(folder: Path) -> set[str]:
 def bare_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny tokenizer without a discriminator saved by ``model.save`` alone: no training frame
     size recorded anywhere."""
-    from genie_core.tokenizer import VideoTokenizer
+    from genie_core.models.tokenizer import VideoTokenizer
 
     path = tmp_path_factory.mktemp("bare") / "tok.safetensors"
     VideoTokenizer.from_preset("tiny", ["tokenizer.disc=null"]).save(path)
@@ -98,7 +98,7 @@ def test_help_does_not_import_torch() -> None:
 # ---- round trip ----------------------------------------------------------------------------
 
 def test_tokenize_then_reconstruct(make_clip: Callable[..., Path], tmp_path: Path, tok_ckpt: Path) -> None:
-    from genie_core.tokens import file_digest, load_tokens
+    from genie_core.io.tokens import file_digest, load_tokens
 
     clip = make_clip(tmp_path / "clip.mp4", frames=6, size=(32, 48), fps=10)
     out = tmp_path / "clip.npz"
@@ -125,9 +125,9 @@ def test_tokenize_then_reconstruct(make_clip: Callable[..., Path], tmp_path: Pat
     # and the library's in-memory reconstruction, PSNR recomputed with numpy on [0, 1].
     import torch
 
-    from genie_core import api
+    from genie_core.tasks import tokenize as api
     from genie_core.metrics import ssim
-    from genie_core.video import read_video
+    from genie_core.io.video import read_video
     originals, _ = read_video(clip, size=(16, 16))
     frames = api.reconstruct_video(api.load_tokenizer(tok_ckpt, device="cpu"), clip).frames
     assert originals.shape == frames.shape == (6, 16, 16, 3)
@@ -146,7 +146,7 @@ def test_frame_size_without_recorded_resolution(make_clip: Callable[..., Path], 
                                                 bare_ckpt: Path) -> None:
     """No training size in the checkpoint: the video's own size (cropped to a multiple of the
     spatial downsampling, 2 for tiny) with a warning, or --size."""
-    from genie_core.tokens import load_tokens
+    from genie_core.io.tokens import load_tokens
 
     clip = make_clip(tmp_path / "clip.gif", frames=2, size=(21, 30))
     result = invoke("tokenize", clip, "-o", tmp_path / "a.npz", "-c", bare_ckpt, "--device", "cpu")
@@ -174,7 +174,7 @@ def test_untrained_preset_warns(make_clip: Callable[..., Path], tmp_path: Path) 
     result = invoke("tokenize", clip, "-o", tmp_path / "t.npz", "--preset", "tiny", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "UNTRAINED" in result.stderr
-    from genie_core.tokens import load_tokens
+    from genie_core.io.tokens import load_tokens
     _, meta = load_tokens(tmp_path / "t.npz")
     assert meta["tokenizer"] == "preset:tiny" and meta["tokenizer_digest"] is None
 
@@ -312,7 +312,7 @@ def _not_safetensors(tmp_path: Path) -> Path:
 
 def _wrong_kind(tmp_path: Path) -> Path:
     import torch
-    from genie_core.checkpoint import save_checkpoint
+    from genie_core.io.checkpoint_format import save_checkpoint
 
     path = tmp_path / "lam.safetensors"
     save_checkpoint(path, {"w": torch.zeros(2)}, kind="lam", config={})

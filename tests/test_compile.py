@@ -17,9 +17,9 @@ from genie_cli.app import app
 from genie_core import runtime
 from genie_core.config import load_preset
 from genie_core.errors import ArgumentError, GenieError
-from genie_core.lam import LatentActionModel
-from genie_core.train import train
-from genie_core.world import World
+from genie_core.models.lam import LatentActionModel
+from genie_core.training.train import train
+from genie_core.models.world import World
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))

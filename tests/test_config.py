@@ -126,7 +126,7 @@ def test_set_override_and_disc_section():
 def test_presets_not_mutated_by_building_models():
     import torch
 
-    from genie_core.tokenizer import VideoTokenizer
+    from genie_core.models.tokenizer import VideoTokenizer
 
     text = preset_path("tiny").read_text()
     first = load_preset("tiny")

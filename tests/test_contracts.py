@@ -14,7 +14,9 @@ import pytest
 import torch
 import yaml
 
-from genie_core.checkpoint import load_checkpoint, read_header, read_metadata
+from genie_core.io.checkpoint_format import read_header, read_metadata
+
+from genie_core.models.load import load_checkpoint
 from genie_core.config import GenieConfig, from_dict, load_preset, to_dict
 from genie_core.errors import CheckpointError
 from genie_core.version import ACTION_FORMAT_VERSION, CHECKPOINT_FORMAT_VERSION, TOKEN_FORMAT_VERSION
@@ -42,14 +44,14 @@ def expected() -> dict[str, np.ndarray]:
 
 
 def _video(expected: dict[str, np.ndarray]) -> torch.Tensor:
-    from genie_core.frames import to_model
+    from genie_core.io.frames import to_model
     return to_model(expected["frames"][None])  # (1, 3, T, H, W)
 
 
 def _fresh_model(kind: str, config: dict) -> torch.nn.Module:
     """A model of ``kind`` built by today's classes from a stored config (no weights read)."""
-    from genie_core.checkpoint import model_class
-    from genie_core.world import WorldConfig
+    from genie_core.models.load import model_class
+    from genie_core.models.world import WorldConfig
 
     cls = model_class(kind)
     if kind == "world":
@@ -128,7 +130,7 @@ def test_dynamics_checkpoint_logits_as_before(expected: dict) -> None:
 
 
 def test_world_bundle_loads_whole_and_by_part(expected: dict) -> None:
-    from genie_core.world import World, load_part
+    from genie_core.models.world import World, load_part
 
     world = load_checkpoint(FIXTURES / "world.safetensors", expect_kind="world")
     assert isinstance(world, World) and world.resolution == tuple(MANIFEST["resolution"])
@@ -156,9 +158,9 @@ def test_world_bundle_rollout_as_before(expected: dict) -> None:
 
 
 def test_loaders_the_commands_use_accept_the_fixtures(expected: dict) -> None:
-    from genie_core.actions import load_lam
-    from genie_core.api import load_tokenizer
-    from genie_core.tokens import file_digest
+    from genie_core.tasks.infer_actions import load_lam
+    from genie_core.tasks.tokenize import load_tokenizer
+    from genie_core.io.tokens import file_digest
 
     for path in ("tokenizer.safetensors", "world.safetensors"):
         tok = load_tokenizer(FIXTURES / path, device="cpu")
@@ -174,7 +176,7 @@ def test_loaders_the_commands_use_accept_the_fixtures(expected: dict) -> None:
 # ---- token and action files --------------------------------------------------------------------
 
 def test_token_file_fields_and_ids() -> None:
-    from genie_core.tokens import file_digest, load_tokens
+    from genie_core.io.tokens import file_digest, load_tokens
 
     with np.load(FIXTURES / "tokens.npz", allow_pickle=False) as raw:
         assert sorted(raw.files) == ["meta", "tokens"]
@@ -189,8 +191,8 @@ def test_token_file_fields_and_ids() -> None:
 
 
 def test_token_file_ids_are_todays_tokens_of_the_clip(expected: dict) -> None:
-    from genie_core.api import load_tokenizer, tokenize_video
-    from genie_core.tokens import load_tokens
+    from genie_core.tasks.tokenize import load_tokenizer, tokenize_video
+    from genie_core.io.tokens import load_tokens
 
     stored, stored_meta = load_tokens(FIXTURES / "tokens.npz")
     tok = load_tokenizer(FIXTURES / "tokenizer.safetensors", device="cpu")
@@ -204,7 +206,7 @@ def test_token_file_ids_are_todays_tokens_of_the_clip(expected: dict) -> None:
 
 @pytest.mark.parametrize("name", ["actions.json", "actions.npz"])
 def test_action_files_fields_and_actions(name: str, expected: dict) -> None:
-    from genie_core.actions import infer_video_actions, load_actions, load_lam
+    from genie_core.tasks.infer_actions import infer_video_actions, load_actions, load_lam
 
     actions, meta = load_actions(FIXTURES / name)
     assert set(meta) == ACTION_META and meta["format_version"] == ACTION_FORMAT_VERSION == "1"
@@ -226,7 +228,7 @@ def test_action_files_fields_and_actions(name: str, expected: dict) -> None:
 # ---- a training run folder (what --resume reads) -----------------------------------------------
 
 def test_run_folder_resumes_with_todays_config() -> None:
-    from genie_core.resume import STATE_FILE, check_resumable, train_state_info
+    from genie_core.training.resume import STATE_FILE, check_resumable, train_state_info
 
     stage_dir = FIXTURES / "run" / "lam"
     cfg = load_preset(MANIFEST["preset"], MANIFEST["overrides"])
@@ -244,9 +246,9 @@ def test_run_folder_resumes_with_todays_config() -> None:
 
 
 def test_run_folder_state_loads_into_todays_model_and_optimiser() -> None:
-    from genie_core.checkpoint import read_checkpoint
-    from genie_core.optim import adamw, load_optimizer
-    from genie_core.resume import STATE_FILE
+    from genie_core.io.checkpoint_format import read_checkpoint
+    from genie_core.training.optim import adamw, load_optimizer
+    from genie_core.training.resume import STATE_FILE
 
     stage_dir = FIXTURES / "run" / "lam"
     tensors, meta = read_checkpoint(stage_dir / STATE_FILE, expect_kind="train_state")

@@ -1,4 +1,4 @@
-"""Training data (genie_core.data): frame cache built once and reused, rebuilt on change, exact
+"""Training data (genie_core.training.data): frame cache built once and reused, rebuilt on change, exact
 frames, action alignment (actions[t] takes frame t to t+1), deterministic split, corrupt files."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genie_core.data import CACHE_DIRNAME, ClipSet, FrameCache, load_dataset, split_videos
+from genie_core.training.data import CACHE_DIRNAME, ClipSet, FrameCache, load_dataset, split_videos
 from genie_core.errors import GenieError
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from genie_core.config import load_preset
-from genie_core.dynamics import DynamicsModel, join_ids, masked_cross_entropy, random_future_mask, split_ids
-from genie_core.sampling import MASK_ID
+from genie_core.models.dynamics import DynamicsModel, join_ids, masked_cross_entropy, random_future_mask, split_ids
+from genie_core.models.sampling import MASK_ID
 
 
 def _cfg(**changes):
@@ -243,7 +243,8 @@ def test_cache_cost_is_bounded_by_context_window() -> None:
 
 
 def test_checkpoint_round_trip(tmp_path) -> None:
-    from genie_core.checkpoint import load_checkpoint, read_metadata
+    from genie_core.io.checkpoint_format import read_metadata
+    from genie_core.models.load import load_checkpoint
 
     model = _model(code_bits=12, max_group_bits=6)
     path = tmp_path / "dyn.safetensors"
@@ -285,8 +286,8 @@ def test_overfit_one_batch() -> None:
 
 def _untrained_inputs(cfg, tmp_path):
     """An untrained tokenizer and LAM of ``cfg`` saved as the dynamics stage's frozen inputs."""
-    from genie_core.lam import LatentActionModel
-    from genie_core.tokenizer import VideoTokenizer
+    from genie_core.models.lam import LatentActionModel
+    from genie_core.models.tokenizer import VideoTokenizer
 
     torch.manual_seed(0)
     tok_path, lam_path = tmp_path / "tok.safetensors", tmp_path / "lam.safetensors"
@@ -301,10 +302,10 @@ def test_stage_trains_on_cached_tokens_and_writes_world(tmp_path, clip_dir) -> N
     format, the loss falls, RUN/world.safetensors plays; a second run reuses the token cache."""
     import json
 
-    from genie_core.checkpoint import load_checkpoint
-    from genie_core.tokens import load_tokens
-    from genie_core.train import train
-    from genie_core.world import World
+    from genie_core.models.load import load_checkpoint
+    from genie_core.io.tokens import load_tokens
+    from genie_core.training.train import train
+    from genie_core.models.world import World
 
     cfg = load_preset("tiny", ["train.dynamics.steps=30", "train.dynamics.eval_every=30"])
     tok_path, lam_path = _untrained_inputs(cfg, tmp_path)
@@ -336,7 +337,7 @@ def test_stage_trains_on_cached_tokens_and_writes_world(tmp_path, clip_dir) -> N
 
 def test_stage_without_tokenizer_is_a_clear_error(tmp_path, clip_dir) -> None:
     from genie_core.errors import GenieError
-    from genie_core.train import train
+    from genie_core.training.train import train
 
     with pytest.raises(GenieError, match="needs a trained tokenizer"):
         train(load_preset("tiny"), clip_dir, tmp_path / "run", stage="dynamics", device="cpu")
@@ -347,9 +348,9 @@ def test_stage_token_table_equals_genie_tokenize(tmp_path, clip_dir) -> None:
     """The stage's cached ids of each video are ``api.tokenize_video``'s (windows of another
     length: with the causal warm-up neither depends on where windows fall); a token file from
     before the warm-up (no ``window_warmup``) is encoded again, not reused."""
-    from genie_core import api
-    from genie_core.tokens import load_tokens, save_tokens
-    from genie_core.train import train
+    from genie_core.tasks import tokenize as api
+    from genie_core.io.tokens import load_tokens, save_tokens
+    from genie_core.training.train import train
 
     cfg = load_preset("tiny", ["train.dynamics.steps=1", "train.dynamics.eval_every=1"])
     tok_path, lam_path = _untrained_inputs(cfg, tmp_path)

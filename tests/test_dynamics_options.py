@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from genie_core.config import load_preset
-from genie_core.dynamics import DynamicsModel, masked_cross_entropy, random_future_mask, split_ids
-from genie_core.layers.st_transformer import STTransformer, apply_grid_rotary, grid_angles
-from genie_core.sampling import MASK_ID
+from genie_core.models.dynamics import DynamicsModel, masked_cross_entropy, random_future_mask, split_ids
+from genie_core.models.layers.st_transformer import STTransformer, apply_grid_rotary, grid_angles
+from genie_core.models.sampling import MASK_ID
 
 
 def _cfg(**changes):
@@ -99,7 +99,7 @@ def test_dynamics_spatial_positions_parameters(positions: str, learned: bool, tm
     actions = torch.zeros(1, 2, dtype=torch.long)
     path = tmp_path / "dyn.safetensors"
     model.save(path)
-    from genie_core.checkpoint import load_checkpoint
+    from genie_core.models.load import load_checkpoint
 
     again = load_checkpoint(path).eval()
     assert again.config.spatial_positions == positions
@@ -256,8 +256,8 @@ class _Copier:
 def test_stage_evaluate_copy_level_and_changed_accuracy() -> None:
     """next_copy_acc is the share of last-frame tokens equal to the previous frame's (from the
     token table); a copying model scores exactly that and 0 where tokens change."""
-    from genie_core.stages.dynamics import DynamicsStage
-    from genie_core.tokenizer import VideoTokenizer
+    from genie_core.training.stages.dynamics import DynamicsStage
+    from genie_core.models.tokenizer import VideoTokenizer
 
     torch.manual_seed(0)
     tokenizer = VideoTokenizer.from_config(load_preset("tiny").tokenizer).eval()
@@ -311,9 +311,9 @@ def test_truth_world_trains_on_sidecar_actions_and_evaluates_with_them(tmp_path)
     from typer.testing import CliRunner
 
     from genie_cli.app import app
-    from genie_core.checkpoint import load_checkpoint
-    from genie_core.lam import LatentActionModel
-    from genie_core.tokenizer import VideoTokenizer
+    from genie_core.models.load import load_checkpoint
+    from genie_core.models.lam import LatentActionModel
+    from genie_core.models.tokenizer import VideoTokenizer
 
     cfg = load_preset("tiny")
     torch.manual_seed(0)
@@ -333,7 +333,7 @@ def test_truth_world_trains_on_sidecar_actions_and_evaluates_with_them(tmp_path)
     val = [r for r in log if r.get("split") == "val"]
     assert val and 0 <= val[-1]["next_copy_acc"] <= 1 and 0 <= val[-1]["next_token_acc_changed"] <= 1
 
-    from genie_core.evaluate import actions_for, true_actions
+    from genie_core.tasks.evaluate import actions_for, true_actions
 
     assert actions_for(world)[1] is true_actions
     result = runner.invoke(app, ["evaluate", str(data), "-w", str(tmp_path / "run" / "world.safetensors"),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import genie_core
-from genie_core.env import Box, Discrete, WorldEnv, load_world
+from genie_core.tasks.env import Box, Discrete, WorldEnv, load_world
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def _episode(env: WorldEnv, seed: int, actions: list[int]) -> np.ndarray:
 def test_load_world_by_name_and_path(sprites) -> None:
     assert genie_core.load_world is load_world and genie_core.WorldEnv is WorldEnv
     assert sprites.precision == "fp32" and sprites.prompt_path.name == "sprites.png"
-    from genie_core.worlds import find_world
+    from genie_core.tasks.worlds import find_world
 
     by_path = load_world(find_world("sprites").weights)
     assert by_path.prompt_path is None and by_path.num_actions == sprites.num_actions
@@ -90,7 +90,7 @@ def test_spaces_without_gymnasium(sprites, no_gymnasium) -> None:
 
 
 def test_reset_and_step_contract(sprites) -> None:
-    from genie_core.video import read_image
+    from genie_core.io.video import read_image
 
     env = WorldEnv(sprites, max_steps=3)
     obs, info = env.reset(seed=0)
@@ -156,7 +156,7 @@ def test_prompts(sprites) -> None:
 
 
 def test_a_world_without_a_shipped_prompt_needs_one(tmp_path: Path) -> None:
-    from genie_core.worlds import find_world
+    from genie_core.tasks.worlds import find_world
 
     env = WorldEnv(load_world(find_world("sprites").weights))
     with pytest.raises(ValueError, match="prompt"):

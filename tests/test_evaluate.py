@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from genie_cli.app import app
 from genie_core.errors import GenieError
-from genie_core.evaluate import (PSNR_CAP_DB, ROLLOUTS, ClipWindow, ControllabilityReport, controllability,
+from genie_core.tasks.evaluate import (PSNR_CAP_DB, ROLLOUTS, ClipWindow, ControllabilityReport, controllability,
                                  copy_token_frames, frame_psnr, frame_ssim, rollout_psnr, sample_windows,
                                  true_actions)
 
@@ -26,7 +26,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def world():
-    from genie_core.world import World
+    from genie_core.models.world import World
 
     torch.manual_seed(0)
     w = World.from_preset("tiny")
@@ -86,7 +86,7 @@ def test_frame_psnr_closed_form() -> None:
 
 
 def test_controllability_report(world, clips: Path) -> None:
-    from genie_core.video import find_videos
+    from genie_core.io.video import find_videos
 
     windows = list(sample_windows(find_videos(clips), 5, 5, world.resolution, seed=1))
     report = controllability(world, windows, horizon=4, seed=0, batch_size=2)
@@ -112,7 +112,7 @@ def test_controllability_report(world, clips: Path) -> None:
 
 
 def test_windows_are_seeded_slices(clips: Path) -> None:
-    from genie_core.video import find_videos, read_video
+    from genie_core.io.video import find_videos, read_video
 
     videos = find_videos(clips)
     warnings: list[str] = []
@@ -143,7 +143,7 @@ def test_cli_json(world_file: Path, clips: Path) -> None:
 
 
 def test_cli_paths_from_stdin_match_the_folder(world_file: Path, clips: Path, tmp_path: Path) -> None:
-    from genie_core.video import find_videos
+    from genie_core.io.video import find_videos
 
     args = ["-w", str(world_file), "--clips", "3", "--json", "--precision", "fp32"]
     folder = runner.invoke(app, ["evaluate", str(clips), *args])

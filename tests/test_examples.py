@@ -43,7 +43,7 @@ def test_sprite_moves_by_the_action_of_its_frame():
 
 
 def test_quickstart_preset_builds_a_world():
-    from genie_core.world import World
+    from genie_core.models.world import World
 
     world = World.from_preset("quickstart")
     # at least one latent code per true move, so a latent-to-true map can be perfect

@@ -1,4 +1,4 @@
-"""`genie infer-actions` and genie_core.actions (Genie §2.1): one action per transition in JSON / npz,
+"""`genie infer-actions` and genie_core.tasks.infer_actions (Genie §2.1): one action per transition in JSON / npz,
 folders mirrored, stdin, --json, world bundles, windowing of long videos, --against-truth, and
 bad inputs (exit 2, one line, nothing written; exit 3 for skipped files in folder mode)."""
 
@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 
 from genie_cli.app import app
 from genie_cli.common import EXIT_SKIPPED, EXIT_USAGE
-from genie_core import actions as api
+from genie_core.tasks import infer_actions as api
 from genie_core.config import load_preset
-from genie_core.frames import to_model
-from genie_core.lam import LatentActionModel
-from genie_core.video import read_video
+from genie_core.io.frames import to_model
+from genie_core.models.lam import LatentActionModel
+from genie_core.io.video import read_video
 
 runner = CliRunner()
 
@@ -152,7 +152,7 @@ def test_stdin_paths(tmp_path: Path, lam_ckpt: Path) -> None:
 
 
 def test_world_bundle_uses_its_lam(tmp_path: Path) -> None:
-    from genie_core.world import World
+    from genie_core.models.world import World
 
     torch.manual_seed(0)
     world = World.from_preset("tiny")
@@ -224,7 +224,7 @@ def test_bad_video_is_one_line_exit_2(tmp_path: Path, lam_ckpt: Path, make_bad: 
 
 
 def test_bad_checkpoints_and_usage(tmp_path: Path, lam_ckpt: Path) -> None:
-    from genie_core.checkpoint import save_checkpoint
+    from genie_core.io.checkpoint_format import save_checkpoint
 
     clip = write_clip_with_truth(tmp_path / "clip.gif")
     wrong = tmp_path / "tok.safetensors"
@@ -250,7 +250,7 @@ def test_bad_checkpoints_and_usage(tmp_path: Path, lam_ckpt: Path) -> None:
 
 def test_world_flag_rejects_a_plain_lam_but_checkpoint_accepts_world(tmp_path: Path) -> None:
     """--world names a bundle; --checkpoint takes a lam or a bundle (its LAM)."""
-    from genie_core.world import World
+    from genie_core.models.world import World
 
     torch.manual_seed(0)
     bundle = tmp_path / "world.safetensors"

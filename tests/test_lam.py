@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from genie_core.checkpoint import load_checkpoint, read_metadata
+from genie_core.io.checkpoint_format import read_metadata
+
+from genie_core.models.load import load_checkpoint
 from genie_core.config import load_preset
 from genie_core.errors import GenieError
-from genie_core.lam import LatentActionModel
-from genie_core.vq import QuantizerOutput, VectorQuantizer
+from genie_core.models.lam import LatentActionModel
+from genie_core.models.vq import QuantizerOutput, VectorQuantizer
 
 
 def tiny_model(seed: int = 0, **changes) -> LatentActionModel:
@@ -250,7 +252,7 @@ def test_vq_ema_moves_codes_to_their_cluster_means():
 
 
 def test_kmeans_init_finds_separated_clusters():
-    from genie_core.vq import kmeans
+    from genie_core.models.vq import kmeans
 
     torch.manual_seed(0)
     centres = torch.tensor([[5.0, 0.0], [-5.0, 0.0], [0.0, 5.0]])
@@ -390,8 +392,8 @@ def write_action_clips(folder, count: int = 6, frames: int = 8, size: int = 16, 
 def test_lam_stage_trains_and_validates_against_truth(tmp_path):
     import json
 
-    from genie_core.stages import get_stage
-    from genie_core.train import train
+    from genie_core.training.stages import get_stage
+    from genie_core.training.train import train
 
     assert get_stage("lam").kind == "lam"
     data = write_action_clips(tmp_path / "data")
@@ -424,7 +426,7 @@ class _FixedIds(torch.nn.Module):
 
 
 def _score(tmp_path: Path, ids: list[torch.Tensor], truth: list[torch.Tensor]) -> dict:
-    from genie_core.stages.lam import LamStage
+    from genie_core.training.stages.lam import LamStage
 
     stage = LamStage(load_preset("tiny"), tmp_path, torch.device("cpu"))
     batches = [{"frames": torch.zeros(t.shape[0], t.shape[1] + 1, 4, 4, 3, dtype=torch.uint8),
@@ -475,7 +477,7 @@ def test_stage_scores_latents_against_truth_on_known_labellings(tmp_path):
 
 def test_lam_resolution_must_match_data():
     from genie_core.errors import ConfigError
-    from genie_core.stages.lam import lam_config_for_data
+    from genie_core.training.stages.lam import lam_config_for_data
 
     cfg = load_preset("tiny", ["lam.resolution=[32, 32]"])
     with pytest.raises(ConfigError, match="data.resolution"):
@@ -488,8 +490,7 @@ def _lam_ddp_worker(rank: int, world: int, port: int, data: str, out: str,
 
     from safetensors.torch import save_file
 
-    from genie_core import train as train_mod
-
+    from genie_core.training import train as train_mod
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
                       RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)

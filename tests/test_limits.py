@@ -38,7 +38,7 @@ def clip(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def world_file(tmp_path: Path) -> Path:
-    from genie_core.world import World
+    from genie_core.models.world import World
     torch.manual_seed(0)
     path = tmp_path / "world.safetensors"
     World.from_preset("tiny").save(path)
@@ -70,7 +70,7 @@ def test_config_values_out_of_range_fail_when_the_config_is_built(override, key)
 
 
 def test_codebook_beyond_token_files_fails_before_any_model_is_built(clip, tmp_path, monkeypatch):
-    from genie_core.tokenizer import VideoTokenizer
+    from genie_core.models.tokenizer import VideoTokenizer
 
     def never(*args, **kwargs):
         raise AssertionError("a model was built for a config that cannot be written")
@@ -89,7 +89,7 @@ def test_frame_sizes_out_of_range_are_refused(command, size, clip, tmp_path):
 
 
 def test_frame_sizes_out_of_range_are_refused_by_the_library():
-    from genie_core.api import frame_size, load_tokenizer
+    from genie_core.tasks.tokenize import frame_size, load_tokenizer
     tok = load_tokenizer(preset="tiny", device="cpu")
     with pytest.raises(GenieError, match="larger than"):
         frame_size(tok, (16, 16), (100000, 100000))
@@ -97,9 +97,9 @@ def test_frame_sizes_out_of_range_are_refused_by_the_library():
 
 @pytest.mark.parametrize("seed", [2 ** 63, 2 ** 70, -1])
 def test_seeds_out_of_range_are_refused(seed, world_file, tmp_path):
-    from genie_core.actions import load_lam
-    from genie_core.api import load_tokenizer
-    from genie_core.checkpoint import load_checkpoint
+    from genie_core.tasks.infer_actions import load_lam
+    from genie_core.tasks.tokenize import load_tokenizer
+    from genie_core.models.load import load_checkpoint
 
     world = load_checkpoint(world_file)
     frames = np.zeros((1, 16, 16, 3), np.uint8)
@@ -116,7 +116,7 @@ def test_seeds_out_of_range_are_refused(seed, world_file, tmp_path):
 
 
 def test_evaluation_larger_than_memory_is_refused_before_reading(world_file, clip, small_machine, monkeypatch):
-    import genie_core.evaluate as ev
+    import genie_core.tasks.evaluate as ev
 
     def never(*args, **kwargs):
         raise AssertionError("videos were read for an evaluation that cannot fit")
@@ -124,12 +124,12 @@ def test_evaluation_larger_than_memory_is_refused_before_reading(world_file, cli
     for clips, batch in (("100000", "100000"), ("100000000", "8")):
         result = invoke("evaluate", clip, "-w", world_file, "--clips", clips, "--batch", batch)
         assert "GiB" in one_line_error(result)
-    from genie_core.checkpoint import load_checkpoint
+    from genie_core.models.load import load_checkpoint
     ev.check_evaluation_memory(load_checkpoint(world_file), 32, 5, 8)  # ordinary sizes pass
 
 
 def test_training_batches_larger_than_memory_are_refused_before_any_folder(clip, tmp_path, small_machine):
-    from genie_core.train import train
+    from genie_core.training.train import train
     cfg = load_preset("tiny", ["train.tokenizer.batch_size=1000000"])
     with pytest.raises(GenieError, match="GiB"):
         train(cfg, clip.parent, tmp_path / "run", device="cpu")

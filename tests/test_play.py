@@ -38,7 +38,7 @@ def assert_clean_error(result, fragment: str) -> None:
 
 
 def read_frames(path: Path) -> np.ndarray:
-    from genie_core.video import read_video
+    from genie_core.io.video import read_video
 
     return read_video(path)[0]
 
@@ -47,7 +47,7 @@ def read_frames(path: Path) -> np.ndarray:
 def world_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny world (16x16 frames, 4 latent actions) saved as a bundle."""
     import torch
-    from genie_core.world import World
+    from genie_core.models.world import World
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("world") / "world.safetensors"
@@ -58,7 +58,7 @@ def world_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def prompt_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 40x24 prompt image: not the world's size, so it must be fitted."""
-    from genie_core.pictures import write_png
+    from genie_core.io.pictures import write_png
 
     path = tmp_path_factory.mktemp("prompt") / "start.png"
     write_png(path, np.random.default_rng(0).integers(0, 256, (40, 24, 3), dtype=np.uint8))
@@ -93,7 +93,7 @@ def test_world_session_without_cache_plays_the_same_frames() -> None:
     """fp32, same seed: 24 steps (3 windows of 8) read from the KV cache and recomputed from the
     session's ids give the same ids and frames, from a one- and a two-frame prompt."""
     import torch
-    from genie_core.world import World
+    from genie_core.models.world import World
 
     torch.manual_seed(0)
     game = World.from_preset("tiny", ["dynamics.context_frames=8"])
@@ -122,7 +122,7 @@ def test_scripted_play_no_cache_gives_the_same_frames(tmp_path: Path, prompt_png
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """`genie play --no-cache` recomputes every frame, and at fp32 writes the frames the cached
     session writes (24 steps, 3 windows of 8; gif: lossless, so decoded frames compare exactly)."""
-    from genie_core.dynamics import DynamicsModel
+    from genie_core.models.dynamics import DynamicsModel
 
     calls = []
     recompute = DynamicsModel.recompute_logits
@@ -212,7 +212,7 @@ def test_usage_errors_exit_2(world_file: Path, prompt_png: Path, tmp_path: Path,
 
 
 def _tokenizer_file(tmp_path: Path) -> Path:
-    from genie_core.tokenizer import VideoTokenizer
+    from genie_core.models.tokenizer import VideoTokenizer
 
     path = tmp_path / "tok.safetensors"
     VideoTokenizer.from_preset("tiny", ["tokenizer.disc=null"]).save(path)

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from genie_core.quantize import LFQ, binary_entropy_from_logits, codebook_entropy, split_bits
+from genie_core.models.lfq import LFQ, binary_entropy_from_logits, codebook_entropy, split_bits
 
 
 def _all_codes(bits: int) -> torch.Tensor:

@@ -16,9 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from genie_core.errors import GenieError
-from genie_core.record import Policy, record, verify_recording
-from genie_core.record import sources as sources_mod
-from genie_core.video import read_video
+from genie_core.tasks.record import Policy, record, verify_recording
+from genie_core.tasks.record import sources as sources_mod
+from genie_core.io.video import read_video
 
 SIDE, CELL = 32, 8  # the fake screen is a 4x4 grid of 8-pixel cells
 MOVES = {0: (0, 0), 1: (0, -1), 2: (0, 1), 3: (-1, 0), 4: (1, 0), 5: (0, 0)}  # 5 (WAIT) acts as 0
@@ -108,7 +108,7 @@ def fake_recording(out: Path, num_clips: int = 6, frames: int = 6, **game: objec
 # ---- missing packages -------------------------------------------------------------------------
 
 def test_game_packages_are_imported_lazily() -> None:
-    code = ("import sys, genie_cli.app, genie_core.record; "
+    code = ("import sys, genie_cli.app, genie_core.tasks.record; "
             "print(sorted({'procgen', 'gym3', 'ale_py', 'gymnasium'} & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr

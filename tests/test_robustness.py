@@ -73,7 +73,7 @@ def lam_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import dataclasses
 
     from genie_core.config import load_preset
-    from genie_core.lam import LatentActionModel
+    from genie_core.models.lam import LatentActionModel
 
     torch.manual_seed(0)
     model = LatentActionModel(dataclasses.replace(load_preset("tiny").lam, resolution=(16, 16)))
@@ -184,7 +184,7 @@ def test_every_writing_command_checks_its_inputs(make_clip: Callable[..., Path],
 
 
 def test_guard_by_inode_and_by_resolved_path(tmp_path: Path) -> None:
-    from genie_core.outputs import InputGuard, check_outputs
+    from genie_core.io.outputs import InputGuard, check_outputs
 
     video = tmp_path / "v.mp4"
     video.write_bytes(b"x")
@@ -293,7 +293,7 @@ def test_unreadable_input_under_real_permissions(tmp_path: Path, tok_ckpt: Path)
 
 def test_data_folder_skips_and_names_broken_links(tmp_path: Path, tok_ckpt: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from genie_core.data import FrameCache
+    from genie_core.training.data import FrameCache
 
     data = tmp_path / "data"
     write_gif(data / "a.gif")
@@ -380,16 +380,16 @@ def test_full_disk_is_one_line_and_leaves_nothing(make_clip: Callable[..., Path]
     def safetensors_full(*args, **kwargs):
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    from genie_core import checkpoint, checkpoint_format
+    from genie_core.io import checkpoint_format
     with monkeypatch.context() as m:
         m.setattr(checkpoint_format, "save_file", safetensors_full)  # where the file is written
         with pytest.raises(OutputError, match="No space left"):
-            checkpoint.save_checkpoint(out / "c.safetensors", {"w": torch.zeros(2)}, kind="lam", config={})
+            checkpoint_format.save_checkpoint(out / "c.safetensors", {"w": torch.zeros(2)}, kind="lam", config={})
     assert files_under(out) == set()  # no partial file, no temporary file
 
 
 def test_atomic_write_turns_write_errors_into_output_errors(tmp_path: Path) -> None:
-    from genie_core.atomic import atomic_path
+    from genie_core.io.atomic import atomic_path
 
     target = tmp_path / "keep.txt"
     target.write_text("old")

@@ -1,4 +1,4 @@
-"""MaskGIT decoding (genie_core.sampling) against fake logits functions: every masked position is
+"""MaskGIT decoding (genie_core.models.sampling) against fake logits functions: every masked position is
 filled, prompt tokens never change, temperature acts on logits, schedules, determinism."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genie_core.sampling import MASK_ID, SCHEDULES, decode, mask_schedule, sample_logits
+from genie_core.models.sampling import MASK_ID, SCHEDULES, decode, mask_schedule, sample_logits
 
 B, N, V = 3, 20, 16
 

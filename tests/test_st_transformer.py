@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from genie_core.layers.st_transformer import STTransformer, apply_rotary, rotary_angles
+from genie_core.models.layers.st_transformer import STTransformer, apply_rotary, rotary_angles
 
 B, T, S, D = 2, 5, 6, 32
 

@@ -216,7 +216,7 @@ def test_last_frame_reaches_the_last_latent_only(desc, T):
 
 def test_bad_arguments_are_value_errors():
     """Bad arguments through the library API are ValueErrors (and GenieErrors)."""
-    from genie_core.api import _round_window
+    from genie_core.tasks.tokenize import _round_window
     from genie_core.errors import GenieError
     from genie_core.runtime import autocast, resolve_device, valid_seed
 
@@ -455,8 +455,8 @@ def test_mirrored_decoder_structure():
 def test_time_compressing_stage_validates_clips_of_any_length(clip_dir, tmp_path):
     """A time-/4 tokenizer on 5-frame clips (not a multiple of 4) trains through the stage: the
     validation pass trims the decoder's 8 frames to the clips' 5 and scores them."""
-    from genie_core.stages.tokenizer import TokenizerStage
-    from genie_core.train import train
+    from genie_core.training.stages.tokenizer import TokenizerStage
+    from genie_core.training.train import train
 
     cfg = load_preset("tiny", ["data.num_frames=5", "train.tokenizer.steps=2",
                                "train.tokenizer.eval_every=2", "train.tokenizer.save_every=2"])

@@ -1,4 +1,4 @@
-"""The training loop (genie_core.train) on a toy stage and on the tokenizer stage: schedule,
+"""The training loop (genie_core.training.train) on a toy stage and on the tokenizer stage: schedule,
 overfit, exact resume, Ctrl-C, DDP on two CPU processes, run folder contents, bad inputs."""
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from genie_core import stages
-from genie_core.checkpoint import Checkpointable, read_metadata
+from genie_core.training import stages
+from genie_core.io.checkpoint_format import Checkpointable, read_metadata
 from genie_core.config import GenieConfig, OptimConfig, load_preset
 from genie_core.errors import GenieError
-from genie_core.stages import Stage
-from genie_core import train as train_mod
-from genie_core.optim import adamw, learning_rate
-from genie_core.train import train
-from genie_core.video import find_videos
+from genie_core.training.stages import Stage
+from genie_core.training import train as train_mod
+from genie_core.training.optim import adamw, learning_rate
+from genie_core.training.train import train
+from genie_core.io.video import find_videos
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -384,7 +384,7 @@ def test_tokenizer_stage_resume_exact(clips, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    from genie_core.checkpoint import load_checkpoint
+    from genie_core.models.load import load_checkpoint
     model = load_checkpoint(tmp_path / "straight" / "tokenizer" / "last.safetensors")
     assert model.checkpoint_step == 4
     assert (tmp_path / "straight" / "tokenizer" / "samples" / "step_0000004.png").is_file()

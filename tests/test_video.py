@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genie_core import video
+from genie_core.io import video
 from genie_core.errors import VideoError
-from genie_core.frames import fit_frames, from_model, to_model
-from genie_core.pictures import make_grid, write_grid
-from genie_core.video_write import write_video
+from genie_core.io.frames import fit_frames, from_model, to_model
+from genie_core.io.pictures import make_grid, write_grid
+from genie_core.io.video_write import write_video
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -292,8 +292,8 @@ def test_to_model_from_model_round_trip(clip_frames):
 
 
 def test_video_modules_import_without_torch():
-    code = ("import sys, genie_core.video, genie_core.video_write, genie_core.pictures, "
-            "genie_core.frames, genie_core.ffmpeg; assert 'torch' not in sys.modules")
+    code = ("import sys, genie_core.io.video, genie_core.io.video_write, genie_core.io.pictures, "
+            "genie_core.io.frames, genie_core.io.ffmpeg; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from genie_core.checkpoint import load_checkpoint, read_checkpoint
+from genie_core.io.checkpoint_format import read_checkpoint
+
+from genie_core.models.load import load_checkpoint
 from genie_core.errors import CheckpointError, GenieError
-from genie_core.world import World
+from genie_core.models.world import World
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +117,7 @@ def test_bundle_round_trip(world: World, tmp_path) -> None:
 
 
 def test_mismatched_parts_are_refused() -> None:
-    from genie_core.dynamics import DynamicsModel
+    from genie_core.models.dynamics import DynamicsModel
     w = World.from_preset("tiny")
     cfg = w.dynamics.config
     import dataclasses

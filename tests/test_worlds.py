@@ -16,9 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from genie_cli.app import app
-from genie_core.data import VideoEntry
-from genie_core.stages.dynamics import true_action_names
-from genie_core.worlds import UnknownWorld, default_world, find_world, list_worlds, resolve_world, set_action_names
+from genie_core.training.data import VideoEntry
+from genie_core.training.stages.dynamics import true_action_names
+from genie_core.tasks.worlds import UnknownWorld, default_world, find_world, list_worlds, resolve_world, set_action_names
 
 SHIPPED = ("sprites", "sprites-truth")
 SPRITE_NAMES = ["NOOP", "LEFT", "RIGHT", "UP", "DOWN"]  # examples/sprite_clips.py's ids 0..4
@@ -42,7 +42,7 @@ def _one_line_error(result, *fragments: str) -> str:
 # ---- the registry --------------------------------------------------------------------------
 
 def test_shipped_worlds_are_complete_and_small() -> None:
-    from genie_core.checkpoint import read_metadata
+    from genie_core.io.checkpoint_format import read_metadata
 
     worlds = list_worlds()
     assert [w.name for w in worlds][:2] == list(SHIPPED)
@@ -60,7 +60,7 @@ def test_shipped_worlds_are_complete_and_small() -> None:
 
 
 def test_listing_is_torch_free() -> None:
-    code = ("import sys, genie_core.worlds as w; names = [x.name for x in w.list_worlds()]; "
+    code = ("import sys, genie_core.tasks.worlds as w; names = [x.name for x in w.list_worlds()]; "
             "assert 'torch' not in sys.modules, 'torch imported'; print(','.join(names))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().split(",")[:2] == list(SHIPPED)
@@ -102,7 +102,7 @@ def test_resolve_name_or_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 # ---- the command line ----------------------------------------------------------------------
 
 def test_play_without_world_plays_the_default_from_its_prompt(tmp_path: Path) -> None:
-    from genie_core.video import read_image
+    from genie_core.io.video import read_image
 
     out = tmp_path / "out.mp4"
     result = CliRunner().invoke(app, ["play", "--actions", "0,1,2", "-o", str(out)])
@@ -175,7 +175,7 @@ def test_evaluate_and_infer_actions_take_a_name(tmp_path: Path) -> None:
 def test_set_action_names_keeps_the_weights(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from genie_core.env import load_world
+    from genie_core.tasks.env import load_world
 
     src = find_world("sprites-truth").weights
     dst = tmp_path / "named.safetensors"
@@ -213,9 +213,9 @@ def test_truth_world_trained_on_named_sidecars_stores_the_names(tmp_path: Path) 
     import torch
 
     from genie_core.config import load_preset
-    from genie_core.env import load_world
-    from genie_core.lam import LatentActionModel
-    from genie_core.tokenizer import VideoTokenizer
+    from genie_core.tasks.env import load_world
+    from genie_core.models.lam import LatentActionModel
+    from genie_core.models.tokenizer import VideoTokenizer
     from conftest import write_clip
 
     cfg = load_preset("tiny")
@@ -243,8 +243,8 @@ def test_truth_world_trained_on_named_sidecars_stores_the_names(tmp_path: Path) 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_play_legend_names_true_actions(name: str) -> None:
     from genie_cli.play import _Session
-    from genie_core.env import load_world
-    from genie_core.video import read_image
+    from genie_core.tasks.env import load_world
+    from genie_core.io.video import read_image
 
     game = load_world(name)
     game.encode_prompt(read_image(game.prompt_path, size=game.resolution), seed=0)

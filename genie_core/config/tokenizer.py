@@ -23,7 +23,7 @@ from genie_core.errors import ConfigError
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
-    """The seed's ``disc_kwargs`` (passed to ``genie_core.losses.Discriminator``)."""
+    """The seed's ``disc_kwargs`` (passed to ``genie_core.models.discriminator.Discriminator``)."""
 
     inp_size: tuple[int, int] = (64, 64)  # frame (H, W)
     model_dim: int = 64

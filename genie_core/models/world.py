@@ -1,0 +1,417 @@
+"""The world: tokenizer + latent action model + dynamics in one bundle (kind ``world``), and the play
+session (Genie §2.2, "Inference: action-controllable video generation"): prompt frames in, one
+latent action at a time, one generated frame out, past frames' keys/values cached.
+
+Session API (what ``genie play`` and the ΔtPSNR evaluation use)::
+
+    world = load_checkpoint("RUN/world.safetensors")      # or World.from_preset("tiny")
+    world.encode_prompt(frames, seed=0)   # uint8 (H,W,3) | (T,H,W,3) | (B,T,H,W,3), any size
+    frame = world.step(3)                 # uint8 (B, H, W, 3): the frame latent action 3 leads to
+    world.reset()                         # back to the prompt (same seed, same rollout)
+    video = world.session_frames()        # uint8 (B, T, H, W, 3): prompt + generated frames
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from genie_core.io.checkpoint_format import (Checkpointable, checkpoint_config, checkpoint_step, load_checked,
+                                          read_metadata, save_checkpoint, sub_state)
+from genie_core.config.base import from_dict, to_dict
+from genie_core.config.dynamics import DynamicsConfig, SamplingConfig
+from genie_core.config.lam import LamConfig
+from genie_core.config.tokenizer import TokenizerConfig
+from genie_core.models.dynamics import DynamicsModel
+from genie_core.errors import ArgumentError, GenieError
+from genie_core.models.layers.st_transformer import KVCache
+from genie_core.runtime import inference, valid_seed
+
+__all__ = ["World", "WorldConfig", "paired_dynamics_config", "inference_tokenizer_config", "load_part"]
+
+PARTS = ("tokenizer", "lam", "dynamics")
+# Tokenizer parts that only training needs; a world bundle leaves them out.
+_TRAINING_ONLY = ("tokenizer.discriminator.", "tokenizer.perceptual.")
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """What a world bundle's metadata holds: the frame size and the three models' configs."""
+
+    resolution: tuple[int, int]
+    tokenizer: TokenizerConfig
+    lam: LamConfig
+    dynamics: DynamicsConfig
+
+
+def inference_tokenizer_config(cfg: TokenizerConfig) -> TokenizerConfig:
+    """The tokenizer config without its training-only parts (GAN discriminator, perceptual loss)."""
+    return dataclasses.replace(cfg, disc=None, perceptual_model=None, perceptual_weights=None)
+
+
+def paired_dynamics_config(cfg: DynamicsConfig, tokenizer: Any, lam: Any,
+                           resolution: Sequence[int]) -> DynamicsConfig:
+    """``cfg`` with the vocabulary, token grid and action count of the given tokenizer and LAM.
+
+    A world model needs one latent frame per video frame, so the tokenizer must not compress time.
+    """
+    if tokenizer.time_downsample != 1:
+        raise ArgumentError(f"a world needs a tokenizer with one latent frame per video frame; "
+                            f"this one compresses time by {tokenizer.time_downsample} (use a preset "
+                            "with time stride 1)")
+    H, W = resolution
+    s = tokenizer.space_downsample
+    if H % s or W % s:
+        raise ArgumentError(f"frame size {H}x{W} is not a multiple of the tokenizer's downsampling {s}")
+    # Latent actions come from the LAM; true actions are the game's (the stage counts them).
+    num_actions = lam.num_actions if cfg.action_source == "latent" else cfg.num_actions
+    return dataclasses.replace(cfg, code_bits=tokenizer.code_bits, token_size=(H // s, W // s),
+                               num_actions=num_actions)
+
+
+def load_part(path: Any, part: str, device: str | torch.device = "cpu") -> nn.Module:
+    """The ``part`` ("tokenizer" | "lam" | "dynamics") of a checkpoint holding that kind or a whole
+    world, in eval mode. A tokenizer comes without its training-only parts (discriminator,
+    perceptual loss), so inference never needs their weights."""
+    from genie_core.models.lam import LatentActionModel
+    from genie_core.models.tokenizer import VideoTokenizer
+
+    def build(tensors: dict[str, Tensor], meta: dict[str, str]) -> nn.Module:
+        if meta["kind"] == "world":
+            return getattr(World.from_checkpoint_state(tensors, meta), part)
+        cls = {"tokenizer": VideoTokenizer, "lam": LatentActionModel, "dynamics": DynamicsModel}[part]
+        cfg = from_dict(cls.config_class(), checkpoint_config(meta), source=f"{path} config")
+        if part == "tokenizer":
+            cfg = inference_tokenizer_config(cfg)
+            tensors = {k: v for k, v in tensors.items() if not ("tokenizer." + k).startswith(_TRAINING_ONLY)}
+        model = cls.from_config(cfg)
+        model.load_state_dict(tensors, strict=True)
+        return model
+
+    model = load_checked(path, build, expect_kind=(part, "world"))
+    model.checkpoint_step = checkpoint_step(read_metadata(path), path)
+    return model.to(device).eval()
+
+
+def _compiled_session_dynamics(dynamics: DynamicsModel) -> DynamicsModel:
+    """A session's own dynamics copy with each block's spatial attention and feed-forward compiled
+    for static shapes: in play they see (B, 1, S, D) at every MaskGIT step. The cached temporal
+    attention, whose cache length and slots change frame by frame, stays eager."""
+    from genie_core.runtime import compile_in_place
+
+    for block in dynamics.transformer.blocks:
+        compile_in_place(block.spatial, dynamic=False)
+        compile_in_place(block.ffw, dynamic=False)
+    return dynamics
+
+
+class World(nn.Module, Checkpointable):
+    """A playable world model: ``tokenizer``, ``lam`` and ``dynamics`` submodules (eval mode).
+
+    ``precision`` ("bf16" | "fp32"), ``decode_context`` (how many of the latest frames' ids
+    the causal decoder sees to draw the newest frame) and ``use_cache`` (False: each frame is
+    recomputed from the session's ids by the banded forward of training instead of read from
+    the KV cache; the same frames, slower) and ``use_compile`` (True: the session's dynamics
+    runs its per-frame spatial attention and feed-forward through ``torch.compile``, one graph
+    for the frame's fixed shape; the first frames wait for the compiler) are plain attributes a
+    caller may change (they take effect at the next ``encode_prompt``).
+    """
+
+    kind = "world"
+    config_section = ""  # not a GenieConfig section: config_dict / from_checkpoint_state below
+
+    def __init__(self, tokenizer: nn.Module, lam: nn.Module, dynamics: DynamicsModel,
+                 resolution: Sequence[int] | None = None) -> None:
+        super().__init__()
+        resolution = resolution or lam.config.resolution
+        if resolution is None:
+            raise GenieError("World needs the frame resolution (the LAM config has none)")
+        self.resolution = (int(resolution[0]), int(resolution[1]))
+        self.tokenizer, self.lam, self.dynamics = tokenizer, lam, dynamics
+        expect = paired_dynamics_config(dynamics.config, tokenizer, lam, self.resolution)
+        for key in ("code_bits", "token_size", "num_actions"):
+            got, want = getattr(dynamics.config, key), getattr(expect, key)
+            if tuple(np.atleast_1d(got)) != tuple(np.atleast_1d(want)):
+                raise GenieError(f"dynamics.{key} is {got} but the tokenizer/LAM give {want}")
+        self.precision = "bf16"
+        self.decode_context = 2  # 1: 11 ms, 2: 14 ms, 4: 23 ms per frame for small's decoder
+        self.use_cache = True
+        self.use_compile = False
+        self.sampling: SamplingConfig = dynamics.config.sampling
+        self.eval()
+        self.reset_session()
+
+    # ---- construction and checkpoints ------------------------------------------------------
+    @property
+    def config(self) -> WorldConfig:
+        lam_cfg = self.lam.config
+        if lam_cfg.resolution is None:
+            lam_cfg = dataclasses.replace(lam_cfg, resolution=self.resolution)
+        return WorldConfig(self.resolution, inference_tokenizer_config(self.tokenizer.config),
+                           lam_cfg, self.dynamics.config)
+
+    @classmethod
+    def from_config(cls, cfg: WorldConfig) -> "World":
+        from genie_core.models.lam import LatentActionModel
+        from genie_core.models.tokenizer import VideoTokenizer
+
+        tokenizer = VideoTokenizer.from_config(inference_tokenizer_config(cfg.tokenizer))
+        lam = LatentActionModel.from_config(cfg.lam)
+        return cls(tokenizer, lam, DynamicsModel(cfg.dynamics), cfg.resolution)
+
+    @classmethod
+    def from_preset(cls, name: str, overrides: tuple[str, ...] | list[str] = ()) -> "World":
+        """An UNTRAINED world of a preset (the dynamics fitted to its tokenizer and LAM)."""
+        from genie_core.config import load_preset
+        from genie_core.models.lam import LatentActionModel
+        from genie_core.models.tokenizer import VideoTokenizer
+
+        cfg = load_preset(name, overrides)
+        resolution = tuple(cfg.data.resolution)
+        tokenizer = VideoTokenizer.from_config(inference_tokenizer_config(cfg.tokenizer))
+        lam_cfg = cfg.lam if cfg.lam.resolution else dataclasses.replace(cfg.lam, resolution=resolution)
+        lam = LatentActionModel.from_config(lam_cfg)
+        dyn_cfg = paired_dynamics_config(cfg.dynamics, tokenizer, lam, resolution)
+        return cls(tokenizer, lam, DynamicsModel(dyn_cfg), resolution)
+
+    def config_dict(self) -> dict:
+        return to_dict(self.config)
+
+    def bundle_state(self) -> dict[str, Tensor]:
+        """The state dict without the tokenizer's training-only parts (prefixes ``tokenizer.``,
+        ``lam.``, ``dynamics.``)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(_TRAINING_ONLY)}
+
+    def save(self, path: Any, step: int = 0, extra: dict[str, str] | None = None) -> None:
+        save_checkpoint(path, self.bundle_state(), kind=self.kind, config=self.config_dict(),
+                        step=step, extra=extra)
+
+    @classmethod
+    def from_checkpoint_state(cls, tensors: dict[str, Tensor], meta: dict[str, str]) -> "World":
+        raw = checkpoint_config(meta)
+        cfg = from_dict(WorldConfig, raw, source="world checkpoint config")
+        world = cls.from_config(cfg)
+        for part in PARTS:
+            getattr(world, part).load_state_dict(sub_state(tensors, part), strict=True)
+        unknown = sorted({k.split(".", 1)[0] for k in tensors} - set(PARTS))
+        if unknown:
+            raise ValueError(f"unexpected tensors under {', '.join(unknown)}")
+        return world
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def num_actions(self) -> int:
+        """Actions the world takes: the LAM's latent codes, or the game's true actions."""
+        return self.dynamics.num_actions
+
+    @property
+    def action_source(self) -> str:
+        """"latent" (the LAM's codes, Genie) or "truth" (trained on the game's own actions)."""
+        return self.dynamics.config.action_source
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        """Names of the actions where the training data gave them (true actions), else ()."""
+        return self.dynamics.config.action_names
+
+    # ---- pixels <-> model ------------------------------------------------------------------
+    def _frames_in(self, frames: Any) -> np.ndarray:
+        """uint8 (H,W,3) | (T,H,W,3) | (B,T,H,W,3), numpy or torch, any size -> (B,T,H,W,3) at
+        the world's resolution (centre-crop + resize)."""
+        from genie_core.io.frames import fit_frames
+
+        arr = frames.detach().cpu().numpy() if isinstance(frames, Tensor) else np.asarray(frames)
+        if arr.dtype != np.uint8:
+            raise ArgumentError(f"prompt frames must be uint8, got {arr.dtype}")
+        if arr.ndim == 3:
+            arr = arr[None, None]
+        elif arr.ndim == 4:
+            arr = arr[None]
+        if arr.ndim != 5 or arr.shape[-1] not in (1, 3, 4):
+            raise ArgumentError(f"prompt frames must be (H, W, 3), (T, H, W, 3) or (B, T, H, W, 3), "
+                                f"got shape {arr.shape}")
+        return np.stack([fit_frames(clip, self.resolution) for clip in arr])
+
+    def _to_model(self, frames: np.ndarray) -> Tensor:
+        from genie_core.io.frames import to_model
+        return to_model(frames, device=self.device)
+
+    def _decode(self, tokenizer: nn.Module, ids: Tensor) -> np.ndarray:
+        """ids (B, k, h, w) -> the last frame as uint8 (B, H, W, 3)."""
+        from genie_core.io.frames import from_model
+        video = tokenizer.decode_ids(ids)  # (B, 3, k, H, W)
+        return from_model(video[:, :, -1:].float())[:, 0]
+
+    def _session_models(self) -> tuple[DynamicsModel, nn.Module]:
+        """(dynamics, tokenizer) for a session: under bf16, copies with bf16 weights (autocast
+        re-casts fp32 weights at every call, ~20% of a frame's time); under fp32, the models."""
+        if self.precision == "fp32":
+            dynamics, tokenizer = self.dynamics, self.tokenizer
+        else:
+            half = lambda m: copy.deepcopy(m).to(torch.bfloat16).eval()  # noqa: E731
+            dynamics, tokenizer = half(self.dynamics), half(self.tokenizer)
+        if self.use_compile:
+            dynamics = _compiled_session_dynamics(dynamics if dynamics is not self.dynamics
+                                                  else copy.deepcopy(dynamics))
+        return dynamics, tokenizer
+
+    @torch.no_grad()
+    def tokenize(self, frames: Any) -> Tensor:
+        """Token ids (B, T, h, w) of uint8 frames (any size; resized to the world's)."""
+        with inference(self.device, self.precision):
+            return self.tokenizer.tokenize(self._to_model(self._frames_in(frames)))[1]
+
+    @torch.no_grad()
+    def infer_actions(self, frames: Any) -> Tensor:
+        """The LAM's latent actions (B, T-1) for uint8 frames; ``actions[:, t]`` took frame t to t+1."""
+        with inference(self.device, self.precision):
+            return self.lam.infer_actions(self._to_model(self._frames_in(frames)))
+
+    # ---- the play session ------------------------------------------------------------------
+    def reset_session(self) -> None:
+        """Forget the prompt and everything generated."""
+        self._prompt_frames: np.ndarray | None = None  # (B, T0, H, W, 3)
+        self._prompt_ids: Tensor | None = None  # (B, T0, h, w)
+        self._prompt_cache: KVCache | None = None  # None when the session recomputes
+        self._prompt_actions: Tensor | None = None  # (B, T0-1)
+        self._cache: KVCache | None = None
+        self._ids: list[Tensor] = []  # per frame (B, h, w)
+        self._actions: list[Tensor] = []  # per transition (B,): _actions[t] took frame t to t+1
+        self._frames: list[np.ndarray] = []  # per frame (B, H, W, 3)
+        self._seed: int | None = None
+        self._models: tuple[DynamicsModel, nn.Module] | None = None  # not submodules: a tuple
+        self.generator: torch.Generator | None = None
+
+    @torch.no_grad()
+    def encode_prompt(self, frames: Any, *, actions: Tensor | None = None, seed: int | None = 0) -> Tensor:
+        """Start a session from prompt frames (uint8, any size): tokenize them, run them through
+        the dynamics model into its cache, and return their ids (B, T0, h, w).
+
+        A prompt of several frames takes the LAM's actions between them unless ``actions``
+        (B, T0-1) are given. ``seed`` fixes the sampling of the whole session (None: random).
+        """
+        clips = self._frames_in(frames)
+        B, T0 = clips.shape[:2]
+        device = self.device
+        dynamics, tokenizer = self._session_models()
+        with inference(device, self.precision):
+            video = self._to_model(clips)
+            ids = self.tokenizer.tokenize(video)[1]  # (B, T0, h, w)
+            if T0 > 1 and actions is None:
+                actions = self.lam.infer_actions(video)
+            if actions is not None:
+                actions = torch.as_tensor(actions, device=device).long().reshape(B, T0 - 1)
+                self._check_actions(actions)
+            cache = dynamics.prefill(ids, actions) if self.use_cache else None
+        self._models = (dynamics, tokenizer)
+        self._prompt_frames = clips
+        self._prompt_ids = ids
+        self._prompt_actions = actions
+        self._prompt_cache = None if cache is None else cache.copy()
+        self._seed = None if seed is None else valid_seed(seed)
+        self.reset()
+        self._cache = cache
+        return ids
+
+    def reset(self) -> None:
+        """Back to the prompt: generated frames dropped, the sampler reseeded (same seed, same rollout)."""
+        if self._prompt_frames is None:
+            raise GenieError("no prompt: call encode_prompt(frames) first")
+        self._cache = None if self._prompt_cache is None else self._prompt_cache.copy()
+        self._ids = list(self._prompt_ids.unbind(1))
+        self._actions = [] if self._prompt_actions is None else list(self._prompt_actions.unbind(1))
+        self._frames = list(self._prompt_frames.transpose(1, 0, 2, 3, 4))
+        self.generator = torch.Generator(device=self.device)
+        if self._seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(self._seed)
+
+    def _check_actions(self, actions: Tensor) -> None:
+        if actions.numel() and (actions.min() < 0 or actions.max() >= self.num_actions):
+            raise ArgumentError(f"latent actions must be in 0..{self.num_actions - 1}, got "
+                                f"{sorted(set(actions.flatten().tolist()))}")
+
+    @torch.no_grad()
+    def step(self, action: int | Sequence[int] | Tensor, *, generator: torch.Generator | None = None,
+             **sampling: Any) -> np.ndarray:
+        """Generate the frame that latent ``action`` (an int, or one per batch row) leads to;
+        returns it as uint8 (B, H, W, 3). ``sampling`` overrides single fields of
+        ``self.sampling`` (steps, temperature, schedule, unmask, choice_temperature)."""
+        if self._prompt_frames is None:
+            raise GenieError("no prompt: call encode_prompt(frames) first")
+        B = self._prompt_frames.shape[0]
+        act = torch.as_tensor(action, device=self.device).long().reshape(-1)
+        if act.numel() == 1:
+            act = act.expand(B)
+        if act.numel() != B:
+            raise ArgumentError(f"expected 1 or {B} actions, got {act.numel()}")
+        self._check_actions(act)
+        cfg = dataclasses.replace(self.sampling, **sampling)
+        dynamics, tokenizer = self._models
+        with inference(self.device, self.precision):
+            context, context_actions = self._context(dynamics)
+            ids = dynamics.generate_next(context, act, context_actions=context_actions, sampling=cfg,
+                                         generator=generator or self.generator)
+            self._ids.append(ids)
+            self._actions.append(act)
+            context = torch.stack(self._ids[-self.decode_context:], dim=1)  # (B, k, h, w)
+            frame = self._decode(tokenizer, context)
+        self._frames.append(frame)
+        return frame
+
+    def _context(self, dynamics: DynamicsModel) -> tuple[KVCache | Tensor, Tensor | None]:
+        """generate_next's context: the cache, or the session's ids and actions (only the last
+        receptive_frames + 1: earlier ones cannot reach the next frame)."""
+        if self._cache is not None:
+            return self._cache, None
+        n = min(len(self._ids), dynamics.receptive_frames + 1)
+        ids = torch.stack(self._ids[len(self._ids) - n:], dim=1)
+        acts = self._actions[len(self._actions) - (n - 1):] if n > 1 else []
+        return ids, torch.stack(acts, dim=1) if acts else None
+
+    def session_frames(self) -> np.ndarray:
+        """Prompt and generated frames so far, uint8 (B, T, H, W, 3)."""
+        if not self._frames:
+            raise GenieError("no prompt: call encode_prompt(frames) first")
+        return np.stack(self._frames, axis=1)
+
+    def session_ids(self) -> Tensor:
+        """Token ids of the prompt and generated frames so far, (B, T, h, w)."""
+        return torch.stack(self._ids, dim=1)
+
+    @property
+    def session_length(self) -> int:
+        return len(self._frames)
+
+    @torch.no_grad()
+    def rollout(self, frames: Any, actions: Any, *, seed: int | None = 0,
+                prompt_actions: Tensor | None = None, **sampling: Any) -> np.ndarray:
+        """Prompt frames, then one generated frame per action: actions (N,) shared by the batch
+        or (B, N); returns uint8 (B, T0 + N, H, W, 3)."""
+        self.encode_prompt(frames, actions=prompt_actions, seed=seed)
+        acts = torch.as_tensor(np.asarray(actions)).long()
+        if acts.ndim == 1:
+            acts = acts[None].expand(self._prompt_frames.shape[0], -1)
+        for n in range(acts.shape[1]):
+            self.step(acts[:, n], **sampling)
+        return self.session_frames()
+
+    def describe(self) -> dict[str, Any]:
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        return {"resolution": list(self.resolution), "num_actions": self.num_actions,
+                "tokens": list(self.dynamics.token_size), "code_bits": self.dynamics.config.code_bits,
+                **{f"{part}_parameters": count(getattr(self, part)) for part in PARTS}}
+
+    def __repr__(self) -> str:  # the default nn.Module repr of three models is pages long
+        return f"World({json.dumps(self.describe())})"

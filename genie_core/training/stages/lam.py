@@ -1,0 +1,121 @@
+"""The latent action model's training stage (Genie §2.1, §3): next-frame reconstruction + VQ loss;
+validation scores next-frame PSNR, codebook usage and, when clips carry ground-truth actions,
+NMI and best-mapping accuracy of the latent actions against them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch import nn
+
+from genie_core.errors import ConfigError
+from genie_core.io.frames import from_model, to_model
+from genie_core.metrics import codebook_usage, mapping_accuracy, nmi, psnr
+from genie_core.io.pictures import make_grid
+from genie_core.training.stages import Stage, register
+
+MAX_PICTURE_FRAMES = 8  # frames per row in the sample picture
+
+
+def lam_config_for_data(cfg):  # type: ignore[no-untyped-def]
+    """The LAM config with its frame size taken from ``data.resolution`` (a LAM is trained and
+    used at one frame size; the checkpoint records it so inference can resize to it)."""
+    lam, resolution = cfg.lam, tuple(cfg.data.resolution)
+    if lam.resolution is None:
+        return dataclasses.replace(lam, resolution=resolution)
+    if tuple(lam.resolution) != resolution:
+        raise ConfigError(f"lam.resolution {list(lam.resolution)} differs from data.resolution "
+                          f"{list(resolution)}; leave lam.resolution unset to follow the data")
+    return lam
+
+
+@register
+class LamStage(Stage):
+    name = "lam"
+    kind = "lam"
+
+    @property
+    def ddp_find_unused(self) -> bool:  # type: ignore[override]
+        """During ``lam.continuous_steps`` the decoder gets the continuous latent, so a learned
+        codebook (``codebook_ema: 0``) takes no part in the loss: DDP must look for unused
+        parameters (it leaves their gradient None on every rank, as one process does; a
+        zero-weight term would instead hand AdamW a zero gradient and decay the codebook)."""
+        lam = self.cfg.lam
+        return lam.continuous_steps > 0 and lam.codebook_ema == 0
+
+    def build_model(self) -> nn.Module:
+        from genie_core.models.lam import LatentActionModel
+
+        return LatentActionModel.from_config(lam_config_for_data(self.cfg))
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor],
+             step: int) -> tuple[torch.Tensor, dict]:
+        video = to_model(batch["frames"])  # (B, 3, T, H, W) in [-1, 1]
+        quantize = step >= model.config.continuous_steps
+        loss, aux = model(video, quantize=quantize)
+        vq = model.vq
+        metrics = {k: aux[k] for k in ("recon_loss", "mse", "vq_loss", "commitment", "perplexity")}
+        metrics["codes_reset"] = float(vq.last_reset_count) if quantize else 0.0
+        metrics["codes_alive"] = float((vq.usage >= 0.5 / vq.num_codes).sum())
+        # No NMI here: on one small batch it is biased far upwards; validation scores the truth.
+        return loss, metrics
+
+    def evaluate(self, model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        psnrs, copy_psnrs, ids, truth = [], [], [], []
+        losses, mses, copy_mses = [], [], []
+        for batch in batches:
+            video = to_model(batch["frames"])
+            loss, aux = model(video)
+            losses.append(float(loss))
+            target = (video[:, :, 1:].float() + 1) / 2
+            pred = (aux["prediction"].float().clamp(-1, 1) + 1) / 2
+            psnrs.append(psnr(pred, target))  # (B,) mean over predicted frames
+            # The "nothing moves" baseline: predicting x_{t+1} = x_t.
+            copy = (video[:, :, :-1].float() + 1) / 2
+            copy_psnrs.append(psnr(copy, target))
+            # MSE too: a static frame's copy PSNR is capped at 100 dB, which inflates the mean.
+            mses.append(float((pred - target).pow(2).mean()))
+            copy_mses.append(float((copy - target).pow(2).mean()))
+            ids.append(aux["ids"].cpu())
+            if "actions" in batch:
+                truth.append(batch["actions"].cpu())
+        ids_all = torch.cat(ids)
+        usage, perplexity = codebook_usage(ids_all, model.num_actions)
+        out = {"loss": float(np.mean(losses)), "psnr": float(torch.cat(psnrs).mean()),
+               "psnr_copy_baseline": float(torch.cat(copy_psnrs).mean()),
+               "mse": float(np.mean(mses)), "mse_copy_baseline": float(np.mean(copy_mses)),
+               "codebook_usage": usage, "perplexity": perplexity}
+        if truth and len(truth) == len(ids):
+            latent, true = ids_all.flatten(), torch.cat(truth).flatten()
+            known = true >= 0
+            if known.any():
+                latent, true = latent[known], true[known]
+                out["nmi"] = nmi(latent, true)
+                out["mapping_accuracy"] = mapping_accuracy(latent, true)[0]
+                counts = torch.bincount(true)
+                out["majority_accuracy"] = float(counts.max() / counts.sum())  # chance level
+        return out
+
+    def sample_picture(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        """Per clip: real frames 1.., their predictions from the inferred actions, and frame 1
+        predicted from frame 0 under every latent action (what each action does)."""
+        frames = batch["frames"][:, : MAX_PICTURE_FRAMES + 1]
+        video = to_model(frames)
+        _, aux = model(video)
+        real = frames[:, 1:].cpu().numpy()  # (B, T-1, H, W, 3)
+        pred = from_model(aux["prediction"])
+        rows, labels = [], []
+        actions = torch.arange(model.num_actions, device=video.device)
+        for b in range(video.shape[0]):
+            first = video[b : b + 1, :, :1].expand(model.num_actions, -1, -1, -1, -1)  # (K, 3, 1, H, W)
+            each = from_model(model.decode_ids(first, actions[:, None]))[:, 0]  # (K, H, W, 3)
+            ids = aux["ids"][b].tolist()
+            rows += [real[b], pred[b], each]
+            labels += ["real", "pred " + " ".join(map(str, ids)), "a=0.." + str(model.num_actions - 1)]
+        return make_grid(rows, labels=labels)
+
+    def describe(self, model: nn.Module) -> dict:
+        return {"parameters": sum(p.numel() for p in model.parameters()),
+                "num_actions": int(model.num_actions)}

@@ -1,0 +1,451 @@
+"""The one training loop for all three models (Genie §3; nanoGPT-style): setup, step, evaluation
+and checkpointing are separate functions, and each model plugs in as a ``Stage``.
+
+Run folder: ``RUN/config.yaml`` (resolved config) and per stage ``RUN/<stage>/``: ``last.safetensors``
+(the model; EMA weights when EMA is on), ``step_NNNNNNN.safetensors`` (periodic), ``state.safetensors``
+(raw weights, optimiser moments; step and timing as JSON metadata), ``metrics.jsonl``,
+``samples/step_NNNNNNN.png``; ``RUN/heldout.txt`` lists the held-out videos. Randomness is a pure function of (seed, step, rank): the batch and the
+torch RNG are re-derived every step, so resuming at step N continues exactly as an unbroken run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+
+from genie_core.io.checkpoint_format import atomic_path, read_checkpoint, save_checkpoint
+from genie_core.config import GenieConfig, OptimConfig, to_dict
+from genie_core.training.data import ClipSet, Dataset, load_dataset
+from genie_core.training.distributed import Dist, StopFlag, agree, init_dist
+from genie_core.errors import GenieError
+from genie_core.training.optim import adamw, learning_rate, load_optimizer, optimizer_tensors
+from genie_core.training.resume import STATE_FILE, check_resumable, check_same_data, train_state_info, trim_metrics
+from genie_core.runtime import autocast, check_memory, compile_in_place, set_threads
+from genie_core.training.stages import Stage, available_stages, get_stage
+
+Event = Callable[[dict[str, Any]], None]
+LAST_FILE = "last.safetensors"
+HELDOUT_FILE = "heldout.txt"  # the held-out videos, one absolute path per line
+
+
+# ---- setup ------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    """Everything one stage's loop touches."""
+
+    stage: Stage
+    cfg: GenieConfig
+    ocfg: OptimConfig
+    model: nn.Module  # the plain model (checkpointed)
+    forward: nn.Module  # loss-as-forward wrapper, DDP-wrapped when world > 1
+    aux_forward: nn.Module | None  # the same for the second optimiser's loss
+    opt: torch.optim.Optimizer
+    aux_opt: torch.optim.Optimizer | None
+    ema: nn.Module | None
+    data: Dataset
+    val_batches: list[dict[str, np.ndarray]]
+    train_clips: ClipSet  # data.train, or its clips of train.<stage>.num_frames frames
+    dir: Path
+    dist: Dist
+    emit: Event
+    step: int = 0
+    elapsed: float = 0.0  # time in training steps over all sessions (evaluation excluded)
+    wall: float = 0.0  # training plus evaluation time over all sessions (the PSNR-vs-time clock)
+    names: dict[str, list[str]] = field(default_factory=dict)  # optimiser -> parameter names
+
+
+class _LossForward(nn.Module):
+    """Makes a stage's loss a module's forward, so DDP sees (and syncs) the computation.
+
+    The main pass registers the whole model (DDP is told to ignore the aux parameters); the aux
+    pass registers only the aux parameters and reaches the model through a plain list, so each
+    DDP wrapper syncs exactly the gradients its optimiser steps and no pass has unused ones."""
+
+    def __init__(self, stage: Stage, model: nn.Module, aux_params: list[nn.Parameter] | None = None) -> None:
+        super().__init__()
+        self.stage, self.aux = stage, aux_params is not None
+        if self.aux:
+            self.params = nn.ParameterList(aux_params)
+            self._model = [model]  # not registered: the generator is not this wrapper's to sync
+        else:
+            self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor], step: int) -> Any:
+        if self.aux:
+            return self.stage.aux_loss(self._model[0], batch, step)
+        return self.stage.loss(self.model, batch, step)
+
+
+def setup_run(stage: Stage, cfg: GenieConfig, data: Dataset, run_dir: Path, d: Dist, emit: Event,
+              compile: bool = False) -> Run:
+    """The models, optimisers and batches of one stage. ``compile``: the loss passes (model
+    forward and loss) run through ``torch.compile``, in place, so ``run.model`` and its
+    checkpoints keep their plain key names (no ``_orig_mod.``)."""
+    ocfg = stage.optim_config()
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+    model = stage.build_model().to(stage.device)
+    aux_ids = {id(p) for p in stage.aux_parameters(model)}
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    fused = stage.device.type == "cuda"
+    opt, main_names = adamw([(n, p) for n, p in named if id(p) not in aux_ids], ocfg.lr, ocfg, fused)
+    aux_opt, aux_names = None, []
+    if aux_ids:
+        aux_opt, aux_names = adamw([(n, p) for n, p in named if id(p) in aux_ids],
+                                    ocfg.disc_lr or ocfg.lr, ocfg, fused)
+    ema = None
+    if ocfg.ema_decay > 0:
+        ema = stage.build_model().to(stage.device).eval().requires_grad_(False)
+        ema.load_state_dict(model.state_dict())
+    forward: nn.Module = _LossForward(stage, model)
+    aux_forward: nn.Module | None = None
+    if aux_ids:
+        aux_forward = _LossForward(stage, model, [p for n, p in named if id(p) in aux_ids])
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        ids = [stage.device.index] if stage.device.type == "cuda" else None
+        DDP._set_params_and_buffers_to_ignore_for_model(forward, [f"model.{n}" for n in aux_names])
+        forward = DDP(forward, device_ids=ids, find_unused_parameters=stage.ddp_find_unused)
+        if aux_forward is not None:
+            aux_forward = DDP(aux_forward, device_ids=ids)
+    if compile:
+        for module in (forward, aux_forward):
+            if module is not None:
+                compile_in_place(module)
+    spread = data.val.spread(cfg.data.val_clips)
+    B = ocfg.batch_size
+    val_batches = [data.val.batch(spread[i:i + B]) for i in range(0, len(spread), B)]
+    train_clips = data.train
+    if ocfg.num_frames and ocfg.num_frames != cfg.data.num_frames:
+        train_clips = data.train.with_frames(ocfg.num_frames)
+        if len(train_clips) == 0:
+            raise GenieError(f"no training video has the {ocfg.num_frames} frames "
+                             f"train.{stage.name}.num_frames asks for")
+    run = Run(stage, cfg, ocfg, model, forward, aux_forward, opt, aux_opt, ema, data, val_batches,
+              train_clips, run_dir / stage.name, d, emit, names={"opt": main_names, "aux_opt": aux_names})
+    return run
+
+
+# ---- one optimiser step -----------------------------------------------------------------------
+
+def _to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _add(acc: dict[str, Any], metrics: dict[str, Any], scale: float) -> None:
+    for k, v in metrics.items():
+        v = v.detach().float() if torch.is_tensor(v) else float(v)
+        acc[k] = acc.get(k, 0.0) + v * scale
+
+
+def train_step(run: Run, step: int) -> dict[str, Any]:
+    """One optimiser step (``grad_accum`` micro-batches), then the aux step and EMA. Metrics out."""
+    ocfg, stage, d = run.ocfg, run.stage, run.dist
+    torch.manual_seed(int(np.random.SeedSequence([run.cfg.train.seed, step, d.rank]).generate_state(1)[0]))
+    micro = [_to_device(run.train_clips.sample(np.random.default_rng([run.cfg.train.seed, step, m, d.rank]),
+                                              ocfg.batch_size), stage.device)
+             for m in range(ocfg.grad_accum)]
+    lr = learning_rate(step, ocfg)
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    run.model.train()
+    metrics: dict[str, Any] = {}
+    for m, batch in enumerate(micro):
+        last = m == len(micro) - 1
+        with (run.forward.no_sync() if d.world > 1 and not last else nullcontext()):
+            with autocast(stage.device, stage.precision):
+                loss, out = run.forward(batch, step)
+            (loss / ocfg.grad_accum).backward()
+        _add(metrics, {"loss": loss, **out}, 1.0 / ocfg.grad_accum)
+    params = [p for g in run.opt.param_groups for p in g["params"]]
+    if ocfg.grad_clip > 0:
+        metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, ocfg.grad_clip).detach()
+    run.opt.step()
+    run.model.zero_grad(set_to_none=True)  # also drops the discriminator's grads from the GAN term
+    if run.aux_opt is not None and stage.aux_active(step):
+        for group in run.aux_opt.param_groups:
+            group["lr"] = lr * (ocfg.disc_lr or ocfg.lr) / ocfg.lr
+        for m, batch in enumerate(micro):
+            last = m == len(micro) - 1
+            with (run.aux_forward.no_sync() if d.world > 1 and not last else nullcontext()):
+                with autocast(stage.device, stage.precision):
+                    loss, out = run.aux_forward(batch, step)
+                (loss / ocfg.grad_accum).backward()
+            _add(metrics, out, 1.0 / ocfg.grad_accum)
+        aux_params = [p for g in run.aux_opt.param_groups for p in g["params"]]
+        if ocfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(aux_params, ocfg.grad_clip)
+        run.aux_opt.step()
+        run.model.zero_grad(set_to_none=True)
+    if run.ema is not None:
+        _update_ema(run.ema, run.model, min(ocfg.ema_decay, (1 + step) / (10 + step)))
+    metrics["lr"] = lr
+    return metrics
+
+
+@torch.no_grad()
+def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+# ---- evaluation -------------------------------------------------------------------------------
+
+def evaluate(run: Run) -> dict[str, float]:
+    """Validation metrics on the fixed held-out clips and the sample picture (rank 0 only)."""
+    from genie_core.io.pictures import write_png
+
+    stage, model = run.stage, run.ema if run.ema is not None else run.model
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), autocast(stage.device, stage.precision):
+        batches = [_to_device(b, stage.device) for b in run.val_batches]
+        metrics = {k: float(v) for k, v in stage.evaluate(model, batches).items()}
+        first = {k: v[: run.cfg.data.sample_clips] for k, v in batches[0].items()}
+        picture = stage.sample_picture(model, first)
+    model.train(was_training)
+    write_png(run.dir / "samples" / f"step_{run.step:07d}.png", picture)
+    return metrics
+
+
+def _log(run: Run, record: dict[str, Any]) -> None:
+    record = {"stage": run.stage.name, "step": run.step, "time": round(run.elapsed, 3),
+              "wall": round(run.wall, 3), **record}
+    with open(run.dir / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+
+def save_run(run: Run, periodic: bool = False) -> None:
+    """State first, then the model: each write is atomic, and a crash between them leaves a
+    state that is at least as new as ``last.safetensors`` (resume reads only the state)."""
+    if run.dist.rank != 0:
+        return
+    tensors = {f"model/{k}": v for k, v in run.model.state_dict().items()}
+    if run.ema is not None:
+        tensors.update({f"ema/{k}": v for k, v in run.ema.state_dict().items()})
+    tensors.update(optimizer_tensors(run.opt, run.names["opt"], "opt"))
+    if run.aux_opt is not None:
+        tensors.update(optimizer_tensors(run.aux_opt, run.names["aux_opt"], "aux_opt"))
+    info = {"stage": run.stage.name, "step": run.step, "elapsed": run.elapsed, "wall": run.wall,
+            "world_size": run.dist.world, "seed": run.cfg.train.seed, "data": run.data.cache.fingerprint}
+    save_checkpoint(run.dir / STATE_FILE, tensors, kind="train_state", config=to_dict(run.cfg),
+                    step=run.step, extra={"train_state": json.dumps(info)})
+    weights = run.ema if run.ema is not None else run.model
+    extra = {"ema": str(run.ema is not None).lower(), "stage": run.stage.name}
+    weights.save(run.dir / LAST_FILE, step=run.step, extra=extra)
+    if periodic:
+        weights.save(run.dir / f"step_{run.step:07d}.safetensors", step=run.step, extra=extra)
+    run.emit({"event": "checkpoint", "stage": run.stage.name, "step": run.step,
+              "path": str(run.dir / LAST_FILE)})
+
+
+def resume_run(run: Run) -> None:
+    """Weights, EMA, optimiser moments, step and elapsed time from ``RUN/<stage>/state.safetensors``."""
+    tensors, meta = read_checkpoint(run.dir / STATE_FILE, expect_kind="train_state", device="cpu")
+    info = train_state_info(run.dir / STATE_FILE, meta)
+
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
+
+    run.model.load_state_dict(part("model"))
+    if run.ema is not None:
+        ema = part("ema")
+        run.ema.load_state_dict(ema if ema else run.model.state_dict())
+    load_optimizer(run.opt, run.names["opt"], "opt", tensors)
+    if run.aux_opt is not None:
+        load_optimizer(run.aux_opt, run.names["aux_opt"], "aux_opt", tensors)
+    run.step, run.elapsed, run.wall = info["step"], info["elapsed"], info["wall"]
+    if run.dist.rank == 0:  # drop lines logged after the state we resume from
+        trim_metrics(run.dir / "metrics.jsonl", run.step, run.emit)
+
+
+# ---- the loop ---------------------------------------------------------------------------------
+
+def run_loop(run: Run, stop_at: int | None = None) -> dict[str, float]:
+    """Train from ``run.step`` to the configured steps (or ``stop_at``), evaluating, logging and
+    checkpointing on the way. Returns the last validation metrics."""
+    ocfg, rank0, total = run.ocfg, run.dist.rank == 0, run.ocfg.steps
+    end = min(total, stop_at) if stop_at is not None else total
+    val: dict[str, float] = {}
+    window: dict[str, Any] = {}
+    window_steps, window_time = 0, 0.0
+    run.emit({"event": "start", "stage": run.stage.name, "step": run.step, "total": total,
+              "dir": str(run.dir), **run.stage.describe(run.model)})
+    with StopFlag() as stop:
+        while run.step < end:
+            t0 = time.perf_counter()
+            metrics = train_step(run, run.step)
+            loss = float(metrics["loss"])
+            if not math.isfinite(loss):
+                raise GenieError(f"{run.stage.name}: loss became {loss} at step {run.step} "
+                                 f"(try a lower train.{run.stage.name}.lr)")
+            dt = time.perf_counter() - t0
+            run.step += 1
+            run.elapsed += dt
+            run.wall += dt
+            _add(window, metrics, 1.0)
+            window_steps, window_time = window_steps + 1, window_time + dt
+            run.emit({"event": "step", "stage": run.stage.name, "step": run.step, "total": total,
+                      "loss": loss, "lr": float(metrics["lr"])})
+            if rank0 and (run.step % ocfg.log_every == 0 or run.step == end):
+                record = {k: round(float(v) / window_steps, 6) for k, v in window.items()}
+                clips = ocfg.batch_size * ocfg.grad_accum * run.dist.world * window_steps
+                _log(run, {"split": "train", **record, "clips_per_s": round(clips / window_time, 3)})
+                window, window_steps, window_time = {}, 0, 0.0
+            if rank0 and (run.step % ocfg.eval_every == 0 or run.step == total):
+                t1 = time.perf_counter()
+                val = evaluate(run)
+                run.wall += time.perf_counter() - t1
+                _log(run, {"split": "val", **val})
+                run.emit({"event": "eval", "stage": run.stage.name, "step": run.step, "metrics": val})
+            if run.step % ocfg.save_every == 0:
+                save_run(run, periodic=True)
+            if agree(stop.requested, run.dist, run.stage.device):
+                break
+        if run.step == end or stop.requested:
+            save_run(run)
+    if stop.requested:
+        run.emit({"event": "interrupted", "stage": run.stage.name, "step": run.step})
+    return val
+
+
+# ---- entry point ------------------------------------------------------------------------------
+
+def resolve_stages(stage: str) -> list[str]:
+    """``all`` means every registered stage in training order."""
+    if stage == "all":
+        names = available_stages()
+        if not names:
+            raise GenieError("no training stage is available")
+        return names
+    get_stage(stage)
+    return [stage]
+
+
+def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathLike, *,
+          stage: str = "tokenizer", resume: bool = False, device: str = "auto",
+          stop_at: int | None = None, on_event: Event | None = None,
+          inputs: dict[str, str | os.PathLike] | None = None,
+          compile: bool = False) -> dict[str, dict[str, float]]:
+    """Train ``stage`` (or ``all`` stages in order) on the videos under ``data_dir``.
+
+    Everything that can be wrong with the input is checked before ``run_dir`` is created.
+    ``stop_at`` stops (and checkpoints) at that step while the schedule still spans the
+    configured steps. ``inputs`` names checkpoints from the command line by stage
+    (``{"tokenizer": path, "lam": path}``) for stages that build on earlier models. ``compile``
+    runs the loss passes through ``torch.compile`` (checkpoints are the same files). Returns
+    the last validation metrics per stage.
+    """
+    names = resolve_stages(stage)
+    run_dir, data_dir = Path(run_dir), Path(data_dir)
+    H, W = cfg.data.resolution
+    for name in names:  # one step's clips, as float32, must fit before anything else is done
+        oc = getattr(cfg.train, name)
+        check_memory(oc.batch_size * oc.grad_accum * (oc.num_frames or cfg.data.num_frames) * H * W * 3 * 4,
+                     f"train.{name}: batches of {oc.batch_size} x {oc.grad_accum} clips at {H}x{W}")
+    if resume and not run_dir.is_dir():
+        raise GenieError(f"--resume: no run folder at {run_dir}")
+    plan = []  # (stage, resume it?)
+    for name in names:
+        has_state = check_resumable(cfg, run_dir / name, name) if run_dir.is_dir() else False
+        if has_state and not resume:
+            raise GenieError(f"{run_dir / name} already holds a training run "
+                             f"(pass --resume to continue it, or choose another --out)")
+        plan.append((name, has_state))
+    if resume and not any(r for _, r in plan):
+        raise GenieError(f"--resume: {run_dir} holds no {stage} run to resume")
+
+    set_threads(cfg.train.num_threads)
+    d, dev = init_dist(device)
+    emit = on_event if (on_event is not None and d.rank == 0) else (lambda e: None)
+    warn = lambda msg: emit({"event": "warning", "message": msg})  # noqa: E731
+    try:
+        data = _load_data(cfg, data_dir, d, warn, dev)
+        if data.cache.has_actions:
+            key = data.cache.videos[0].action_key
+            emit({"event": "info", "message": f"ground-truth actions from sidecars ('{key}')"})
+        for name, has_state in plan:
+            if has_state:
+                check_same_data(run_dir / name, data, d.world)
+        if data.val_is_train:
+            warn("no held-out videos: validating on training clips")
+        results = {}
+        for name, has_state in plan:
+            stage_obj = get_stage(name)(cfg, run_dir, dev, cfg.train.precision, inputs)
+            stage_obj.warn = warn
+            stage_obj.prepare(data)
+            run = setup_run(stage_obj, cfg, data, run_dir, d, emit, compile=compile)
+            if has_state:
+                resume_run(run)
+                if run.step >= run.ocfg.steps:
+                    emit({"event": "info", "message": f"{name}: already trained to step {run.step}"})
+                    if d.rank == 0:
+                        stage_obj.finish()
+                    continue
+            if d.rank == 0:  # only now, with every input checked, does the run folder appear
+                run.dir.mkdir(parents=True, exist_ok=True)
+                with atomic_path(run_dir / "config.yaml") as tmp:
+                    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+                _write_heldout(run_dir, data_dir, data)
+            results[name] = run_loop(run, stop_at)
+            if run.step < run.ocfg.steps:  # interrupted or stop_at: later stages must wait
+                break
+            if d.rank == 0:
+                stage_obj.finish()
+        return results
+    finally:
+        if d.owns_group:
+            dist.destroy_process_group()
+
+
+def _write_heldout(run_dir: Path, data_dir: Path, data: Dataset) -> None:
+    """``RUN/heldout.txt``: the held-out videos (absolute paths, one per line), for evaluation on
+    clips no model saw: ``genie evaluate - -w RUN/world.safetensors < RUN/heldout.txt``."""
+    if data.val_is_train:
+        return
+    root = data_dir.resolve()
+    lines = [str(root / data.cache.videos[i].path) for i in data.val.video_ids]
+    with atomic_path(run_dir / HELDOUT_FILE) as tmp:
+        tmp.write_text("".join(line + "\n" for line in lines))
+
+
+def _load_data(cfg: GenieConfig, data_dir: Path, d: Dist, warn: Callable[[str], None],
+               device: torch.device) -> Dataset:
+    """Rank 0 decodes the videos into the cache; the other ranks wait, then memory-map it."""
+    dc = cfg.data
+    kwargs = dict(num_frames=dc.num_frames, resolution=tuple(dc.resolution), frame_stride=dc.frame_stride,
+                  val_fraction=dc.val_fraction, rank=d.rank, world_size=d.world)
+    if d.world == 1:
+        return load_dataset(data_dir, warn=warn, **kwargs)
+    ok = torch.zeros(1, device=device)
+    error: GenieError | None = None
+    if d.rank == 0:
+        try:
+            data = load_dataset(data_dir, warn=warn, **kwargs)
+            ok += 1
+        except GenieError as err:
+            error = err
+    dist.broadcast(ok, src=0)
+    if error is not None:
+        raise error
+    if not ok.item():
+        raise GenieError(f"rank 0 could not read the data in {data_dir}")
+    if d.rank != 0:
+        data = load_dataset(data_dir, warn=lambda m: None, build=False, **kwargs)
+    return data
