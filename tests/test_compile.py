@@ -82,7 +82,7 @@ def _check_compiled_play(precision: str) -> None:
     world.precision = precision
     plain = _rollout(world, compile=False)
     compiled = _rollout(world, compile=True)
-    session_dynamics = world._models[0]
+    session_dynamics = world.session._models[0]
     assert session_dynamics is not world.dynamics  # the world's own model stays uncompiled
     assert all(b.ffw._compiled_call_impl is not None for b in session_dynamics.transformer.blocks)
     assert all(b.ffw._compiled_call_impl is None for b in world.dynamics.transformer.blocks)

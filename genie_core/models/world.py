@@ -1,6 +1,8 @@
-"""The world: tokenizer + latent action model + dynamics in one bundle (kind ``world``), and the play
-session (Genie §2.2, "Inference: action-controllable video generation"): prompt frames in, one
-latent action at a time, one generated frame out, past frames' keys/values cached.
+"""The world: tokenizer + latent action model + dynamics in one bundle (kind ``world``): its
+paired config, its checkpoint, frames in and out at its resolution, and the settings of its play
+session (Genie §2.2, "Inference: action-controllable video generation"; the session's state
+machine, prompt in and one frame per latent action out with past keys/values cached, is
+``genie_core.models.session.PlaySession``, reached through ``world.session`` or the methods below).
 
 Session API (what ``genie play`` and the ΔtPSNR evaluation use)::
 
@@ -98,18 +100,6 @@ def load_part(path: Any, part: str, device: str | torch.device = "cpu") -> nn.Mo
     model = load_checked(path, build, expect_kind=(part, "world"))
     model.checkpoint_step = checkpoint_step(read_metadata(path), path)
     return model.to(device).eval()
-
-
-def _compiled_session_dynamics(dynamics: DynamicsModel) -> DynamicsModel:
-    """A session's own dynamics copy with each block's spatial attention and feed-forward compiled
-    for static shapes: in play they see (B, 1, S, D) at every MaskGIT step. The cached temporal
-    attention, whose cache length and slots change frame by frame, stays eager."""
-    from genie_core.runtime import compile_in_place
-
-    for block in dynamics.transformer.blocks:
-        compile_in_place(block.spatial, dynamic=False)
-        compile_in_place(block.ffw, dynamic=False)
-    return dynamics
 
 
 class World(nn.Module, Checkpointable):
@@ -252,19 +242,6 @@ class World(nn.Module, Checkpointable):
         video = tokenizer.decode_ids(ids)  # (B, 3, k, H, W)
         return from_model(video[:, :, -1:].float())[:, 0]
 
-    def _session_models(self) -> tuple[DynamicsModel, nn.Module]:
-        """(dynamics, tokenizer) for a session: under bf16, copies with bf16 weights (autocast
-        re-casts fp32 weights at every call, ~20% of a frame's time); under fp32, the models."""
-        if self.precision == "fp32":
-            dynamics, tokenizer = self.dynamics, self.tokenizer
-        else:
-            half = lambda m: copy.deepcopy(m).to(torch.bfloat16).eval()  # noqa: E731
-            dynamics, tokenizer = half(self.dynamics), half(self.tokenizer)
-        if self.use_compile:
-            dynamics = _compiled_session_dynamics(dynamics if dynamics is not self.dynamics
-                                                  else copy.deepcopy(dynamics))
-        return dynamics, tokenizer
-
     @torch.no_grad()
     def tokenize(self, frames: Any) -> Tensor:
         """Token ids (B, T, h, w) of uint8 frames (any size; resized to the world's)."""
@@ -277,135 +254,43 @@ class World(nn.Module, Checkpointable):
         with inference(self.device, self.precision):
             return self.lam.infer_actions(self._to_model(self._frames_in(frames)))
 
-    # ---- the play session ------------------------------------------------------------------
+    # ---- the play session (genie_core.models.session) ------------------------------------
     def reset_session(self) -> None:
-        """Forget the prompt and everything generated."""
-        self._prompt_frames: np.ndarray | None = None  # (B, T0, H, W, 3)
-        self._prompt_ids: Tensor | None = None  # (B, T0, h, w)
-        self._prompt_cache: KVCache | None = None  # None when the session recomputes
-        self._prompt_actions: Tensor | None = None  # (B, T0-1)
-        self._cache: KVCache | None = None
-        self._ids: list[Tensor] = []  # per frame (B, h, w)
-        self._actions: list[Tensor] = []  # per transition (B,): _actions[t] took frame t to t+1
-        self._frames: list[np.ndarray] = []  # per frame (B, H, W, 3)
-        self._seed: int | None = None
-        self._models: tuple[DynamicsModel, nn.Module] | None = None  # not submodules: a tuple
-        self.generator: torch.Generator | None = None
+        """Forget the prompt and everything generated: a fresh session."""
+        from genie_core.models.session import PlaySession
+        self.session = PlaySession(self)
 
-    @torch.no_grad()
     def encode_prompt(self, frames: Any, *, actions: Tensor | None = None, seed: int | None = 0) -> Tensor:
-        """Start a session from prompt frames (uint8, any size): tokenize them, run them through
-        the dynamics model into its cache, and return their ids (B, T0, h, w).
-
-        A prompt of several frames takes the LAM's actions between them unless ``actions``
-        (B, T0-1) are given. ``seed`` fixes the sampling of the whole session (None: random).
-        """
-        clips = self._frames_in(frames)
-        B, T0 = clips.shape[:2]
-        device = self.device
-        dynamics, tokenizer = self._session_models()
-        with inference(device, self.precision):
-            video = self._to_model(clips)
-            ids = self.tokenizer.tokenize(video)[1]  # (B, T0, h, w)
-            if T0 > 1 and actions is None:
-                actions = self.lam.infer_actions(video)
-            if actions is not None:
-                actions = torch.as_tensor(actions, device=device).long().reshape(B, T0 - 1)
-                self._check_actions(actions)
-            cache = dynamics.prefill(ids, actions) if self.use_cache else None
-        self._models = (dynamics, tokenizer)
-        self._prompt_frames = clips
-        self._prompt_ids = ids
-        self._prompt_actions = actions
-        self._prompt_cache = None if cache is None else cache.copy()
-        self._seed = None if seed is None else valid_seed(seed)
-        self.reset()
-        self._cache = cache
-        return ids
+        """``PlaySession.encode_prompt``: start the session from prompt frames."""
+        return self.session.encode_prompt(frames, actions=actions, seed=seed)
 
     def reset(self) -> None:
-        """Back to the prompt: generated frames dropped, the sampler reseeded (same seed, same rollout)."""
-        if self._prompt_frames is None:
-            raise GenieError("no prompt: call encode_prompt(frames) first")
-        self._cache = None if self._prompt_cache is None else self._prompt_cache.copy()
-        self._ids = list(self._prompt_ids.unbind(1))
-        self._actions = [] if self._prompt_actions is None else list(self._prompt_actions.unbind(1))
-        self._frames = list(self._prompt_frames.transpose(1, 0, 2, 3, 4))
-        self.generator = torch.Generator(device=self.device)
-        if self._seed is None:
-            self.generator.seed()
-        else:
-            self.generator.manual_seed(self._seed)
+        """``PlaySession.reset``: back to the prompt, the sampler reseeded."""
+        self.session.reset()
 
-    def _check_actions(self, actions: Tensor) -> None:
-        if actions.numel() and (actions.min() < 0 or actions.max() >= self.num_actions):
-            raise ArgumentError(f"latent actions must be in 0..{self.num_actions - 1}, got "
-                                f"{sorted(set(actions.flatten().tolist()))}")
-
-    @torch.no_grad()
     def step(self, action: int | Sequence[int] | Tensor, *, generator: torch.Generator | None = None,
              **sampling: Any) -> np.ndarray:
-        """Generate the frame that latent ``action`` (an int, or one per batch row) leads to;
-        returns it as uint8 (B, H, W, 3). ``sampling`` overrides single fields of
-        ``self.sampling`` (steps, temperature, schedule, unmask, choice_temperature)."""
-        if self._prompt_frames is None:
-            raise GenieError("no prompt: call encode_prompt(frames) first")
-        B = self._prompt_frames.shape[0]
-        act = torch.as_tensor(action, device=self.device).long().reshape(-1)
-        if act.numel() == 1:
-            act = act.expand(B)
-        if act.numel() != B:
-            raise ArgumentError(f"expected 1 or {B} actions, got {act.numel()}")
-        self._check_actions(act)
-        cfg = dataclasses.replace(self.sampling, **sampling)
-        dynamics, tokenizer = self._models
-        with inference(self.device, self.precision):
-            context, context_actions = self._context(dynamics)
-            ids = dynamics.generate_next(context, act, context_actions=context_actions, sampling=cfg,
-                                         generator=generator or self.generator)
-            self._ids.append(ids)
-            self._actions.append(act)
-            context = torch.stack(self._ids[-self.decode_context:], dim=1)  # (B, k, h, w)
-            frame = self._decode(tokenizer, context)
-        self._frames.append(frame)
-        return frame
+        """``PlaySession.step``: the frame ``action`` leads to, uint8 (B, H, W, 3)."""
+        return self.session.step(action, generator=generator, **sampling)
 
-    def _context(self, dynamics: DynamicsModel) -> tuple[KVCache | Tensor, Tensor | None]:
-        """generate_next's context: the cache, or the session's ids and actions (only the last
-        receptive_frames + 1: earlier ones cannot reach the next frame)."""
-        if self._cache is not None:
-            return self._cache, None
-        n = min(len(self._ids), dynamics.receptive_frames + 1)
-        ids = torch.stack(self._ids[len(self._ids) - n:], dim=1)
-        acts = self._actions[len(self._actions) - (n - 1):] if n > 1 else []
-        return ids, torch.stack(acts, dim=1) if acts else None
+    def rollout(self, frames: Any, actions: Any, *, seed: int | None = 0,
+                prompt_actions: Tensor | None = None, **sampling: Any) -> np.ndarray:
+        """``PlaySession.rollout``: prompt frames, then one generated frame per action."""
+        return self.session.rollout(frames, actions, seed=seed, prompt_actions=prompt_actions, **sampling)
 
     def session_frames(self) -> np.ndarray:
-        """Prompt and generated frames so far, uint8 (B, T, H, W, 3)."""
-        if not self._frames:
-            raise GenieError("no prompt: call encode_prompt(frames) first")
-        return np.stack(self._frames, axis=1)
+        return self.session.frames()
 
     def session_ids(self) -> Tensor:
-        """Token ids of the prompt and generated frames so far, (B, T, h, w)."""
-        return torch.stack(self._ids, dim=1)
+        return self.session.ids()
 
     @property
     def session_length(self) -> int:
-        return len(self._frames)
+        return self.session.length
 
-    @torch.no_grad()
-    def rollout(self, frames: Any, actions: Any, *, seed: int | None = 0,
-                prompt_actions: Tensor | None = None, **sampling: Any) -> np.ndarray:
-        """Prompt frames, then one generated frame per action: actions (N,) shared by the batch
-        or (B, N); returns uint8 (B, T0 + N, H, W, 3)."""
-        self.encode_prompt(frames, actions=prompt_actions, seed=seed)
-        acts = torch.as_tensor(np.asarray(actions)).long()
-        if acts.ndim == 1:
-            acts = acts[None].expand(self._prompt_frames.shape[0], -1)
-        for n in range(acts.shape[1]):
-            self.step(acts[:, n], **sampling)
-        return self.session_frames()
+    @property
+    def generator(self) -> torch.Generator | None:
+        return self.session.generator
 
     def describe(self) -> dict[str, Any]:
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
