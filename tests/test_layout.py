@@ -14,7 +14,7 @@ PACKAGE = "genie_core"
 MAX_LINES = 450
 # Modules over the limit today, to be split when genie_core is regrouped, each with a ceiling it
 # must not grow past meanwhile. Remove an entry once its module is split.
-TO_SPLIT = {"genie_core/training/train.py": 480}
+TO_SPLIT: dict[str, int] = {}
 # The rooms of genie_core and the rooms each may import from (its own included). The top-level
 # modules (config, errors, runtime, version, metrics) are the floor every room stands on; the
 # package's own __init__ (lazy names for the public API) is exempt.
