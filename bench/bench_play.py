@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peak import count_gflop, fraction_of_peak, matmul_peak_gflops  # noqa: E402
 
 from genie_cli.terminal import half_block_lines  # noqa: E402
-from genie_core.runtime import inference  # noqa: E402
 from genie_core.models.world import World  # noqa: E402
+from genie_core.runtime import inference  # noqa: E402
 
 RATIO_LIMIT = 1.3  # frame 16 vs frame 2: the cache keeps a frame's cost flat
 

@@ -69,9 +69,9 @@ def build(args: argparse.Namespace, precision: str):
     """A Run for the stage, as `genie train` would set it up (rank and world from torchrun)."""
     import torch
 
+    from genie_core.config import load_preset
     from genie_core.training import train as T
     from genie_core.training.distributed import init_dist
-    from genie_core.config import load_preset
     from genie_core.training.stages import get_stage
 
     sets = list(args.set)

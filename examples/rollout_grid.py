@@ -59,9 +59,9 @@ def main() -> None:
 
     import torch
 
-    from genie_core.models.load import load_checkpoint
     from genie_core.io.pictures import write_grid
     from genie_core.io.video import IMAGE_SUFFIXES, read_image, read_video
+    from genie_core.models.load import load_checkpoint
 
     torch.set_num_threads(args.threads)
     world = load_checkpoint(args.world, expect_kind="world")

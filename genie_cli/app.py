@@ -13,12 +13,12 @@ from typer.core import TyperGroup
 # The click Typer runs on (recent Typer versions vendor their own copy).
 _click: Any = getattr(typer.core, "_click", None) or __import__("click")
 
-from genie_cli import evaluate as evaluate_cmd
-from genie_cli import infer_actions as infer_actions_cmd
-from genie_cli import play as play_cmd
-from genie_cli import reconstruct, tokenize
-from genie_cli import record as record_cmd
-from genie_cli import train as train_cmd
+from genie_cli import evaluate as evaluate_cmd  # noqa: E402  (after _click)
+from genie_cli import infer_actions as infer_actions_cmd  # noqa: E402  (after _click)
+from genie_cli import play as play_cmd  # noqa: E402  (after _click)
+from genie_cli import reconstruct, tokenize  # noqa: E402  (after _click)
+from genie_cli import record as record_cmd  # noqa: E402  (after _click)
+from genie_cli import train as train_cmd  # noqa: E402  (after _click)
 
 
 class OneLineErrors(TyperGroup):

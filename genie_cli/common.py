@@ -10,7 +10,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 import typer
 
@@ -323,3 +323,44 @@ def world_file(value: str | Path) -> tuple[Path, Any]:
     except GenieError as err:
         fail(str(err))
     raise AssertionError  # fail() exits
+
+
+# ---- worlds (genie play, genie evaluate) -----------------------------------------------------
+
+def open_world(world: Optional[str], preset: Optional[str], overrides: Optional[list[str]],
+               device: str, precision: str, threads: int, seed: int = 0) -> Any:
+    """The ``genie_core.models.world.World`` a command asked for (``world``: a file or a shipped world's
+    name), on its device; imports torch."""
+    if world is not None and preset is not None:
+        fail("give --world or --preset, not both")
+    if world is not None and overrides:
+        fail("--set changes a preset; a world bundle carries its own config")
+    if world is None and preset is None:
+        fail("a world is needed: --world RUN/world.safetensors (from `genie train --stage all`), "
+             "or --preset NAME for an UNTRAINED world to try the controls")
+    import torch
+
+    from genie_core.models.load import load_checkpoint
+    from genie_core.models.world import World
+    from genie_core.runtime import resolve_device, set_threads, valid_seed
+
+    set_threads(threads)
+    dev = resolve_device(device)
+    if world is not None:
+        path, _ = world_file(world)
+        game = load_checkpoint(path, expect_kind="world", device=str(dev))
+    else:
+        torch.manual_seed(valid_seed(seed))  # the same untrained world for the same seed
+        game = World.from_preset(preset, tuple(overrides or ())).to(dev)
+        warn(f"no --world: using an UNTRAINED world from preset '{preset}' (its frames mean "
+             "nothing; train one with `genie train --stage all`)")
+    game.precision = precision
+    return game
+
+
+def set_sampling(game: Any, steps: Optional[int], temperature: Optional[float]) -> None:
+    """Replace the world's default MaskGIT steps / temperature where given."""
+    import dataclasses
+
+    changes = {k: v for k, v in (("steps", steps), ("temperature", temperature)) if v is not None}
+    game.sampling = dataclasses.replace(game.sampling, **changes)

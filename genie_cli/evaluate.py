@@ -12,8 +12,17 @@ from typing import Annotated, Any, Optional
 import typer
 
 from genie_cli import options as opt
-from genie_cli.common import EXIT_SKIPPED, fail, handle_errors, json_number, skipped_line, stdin_paths, warn
-from genie_cli.play import OneThread, open_world, set_sampling
+from genie_cli.common import (
+    EXIT_SKIPPED,
+    fail,
+    handle_errors,
+    json_number,
+    open_world,
+    set_sampling,
+    skipped_line,
+    stdin_paths,
+    warn,
+)
 
 
 @handle_errors
@@ -40,7 +49,7 @@ def evaluate(
     seed: opt.Seed = 0,
     device: opt.Device = "auto",
     precision: opt.Precision = "bf16",
-    threads: OneThread = 1,
+    threads: opt.OneThread = 1,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object (summary and per-clip scores) instead of a table.")] = False,
 ) -> None:
@@ -61,8 +70,8 @@ def evaluate(
     Exit codes: 0 done; 2 bad input (no videos, clips too short, ...);
     3 some videos could not be read (each named on stderr), the rest evaluated.
     """
-    from genie_core.tasks.evaluate import check_evaluation_memory, controllability, sample_windows
     from genie_core.io.video import VIDEO_SUFFIXES, find_videos
+    from genie_core.tasks.evaluate import check_evaluation_memory, controllability, sample_windows
 
     folders: list[tuple[Path, str]] = []  # folders that cannot be listed
     if str(clips) == "-":
@@ -129,10 +138,9 @@ def _finite(value: Any) -> Any:
 
 
 def _print_table(summary: dict[str, Any], game: Any) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
-
-    from rich import box
 
     t = summary["horizon"]
     source = "the game's true" if summary["action_source"] == "truth" else "the LAM's inferred"

@@ -12,8 +12,20 @@ from typing import Annotated, Any, Optional
 import typer
 
 from genie_cli import options as opt
-from genie_cli.common import (Job, Progress, check_jobs, check_suffix, exit_if_skipped, expand_inputs,
-                              fail, handle_errors, parse_size, run_jobs, warn, world_file)
+from genie_cli.common import (
+    Job,
+    Progress,
+    check_jobs,
+    check_suffix,
+    exit_if_skipped,
+    expand_inputs,
+    fail,
+    handle_errors,
+    parse_size,
+    run_jobs,
+    warn,
+    world_file,
+)
 
 
 @handle_errors
@@ -77,8 +89,8 @@ def infer_actions(
             check_suffix(inputs.jobs[0].dst, (".json", ".npz"), "output")
         check_jobs(inputs, output, also_read=(checkpoint, world_path))
 
-    from genie_core.tasks import infer_actions as api
     from genie_core.runtime import set_threads
+    from genie_core.tasks import infer_actions as api
 
     set_threads(threads)
     lam = api.load_lam(checkpoint, world=world_path, preset=preset, overrides=overrides or (), device=device)

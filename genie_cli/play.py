@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from genie_cli import options as opt
-from genie_cli.common import check_suffix, emit_json, fail, handle_errors, progress, warn, world_file
+from genie_cli.common import check_suffix, emit_json, fail, handle_errors, open_world, progress, set_sampling, world_file
 
 WORLD_HELP = opt.WORLD_HELP
 ACTION_KEYS = "1234567890"  # key i+1 picks latent action i (0 is the tenth)
@@ -138,37 +138,6 @@ def play(
 
 # ---- shared with `genie evaluate` ----------------------------------------------------------
 
-def open_world(world: Optional[str], preset: Optional[str], overrides: Optional[list[str]],
-               device: str, precision: str, threads: int, seed: int = 0) -> Any:
-    """The ``genie_core.models.world.World`` a command asked for (``world``: a file or a shipped world's
-    name), on its device; imports torch."""
-    if world is not None and preset is not None:
-        fail("give --world or --preset, not both")
-    if world is not None and overrides:
-        fail("--set changes a preset; a world bundle carries its own config")
-    if world is None and preset is None:
-        fail("a world is needed: --world RUN/world.safetensors (from `genie train --stage all`), "
-             "or --preset NAME for an UNTRAINED world to try the controls")
-    import torch
-
-    from genie_core.models.load import load_checkpoint
-    from genie_core.runtime import resolve_device, set_threads, valid_seed
-    from genie_core.models.world import World
-
-    set_threads(threads)
-    dev = resolve_device(device)
-    if world is not None:
-        path, _ = world_file(world)
-        game = load_checkpoint(path, expect_kind="world", device=str(dev))
-    else:
-        torch.manual_seed(valid_seed(seed))  # the same untrained world for the same seed
-        game = World.from_preset(preset, tuple(overrides or ())).to(dev)
-        warn(f"no --world: using an UNTRAINED world from preset '{preset}' (its frames mean "
-             "nothing; train one with `genie train --stage all`)")
-    game.precision = precision
-    return game
-
-
 def print_worlds(json_out: bool = False) -> None:
     """One line per shipped world: name (* the default), size, headline figures, description."""
     from genie_core.tasks.worlds import list_worlds
@@ -188,14 +157,6 @@ def print_worlds(json_out: bool = False) -> None:
 def worlds(json_out: Annotated[bool, typer.Option("--json", help="One JSON line per world.")] = False) -> None:
     """List the shipped worlds (the default marked *): genie play --world NAME plays one."""
     print_worlds(json_out)
-
-
-def set_sampling(game: Any, steps: Optional[int], temperature: Optional[float]) -> None:
-    """Replace the world's default MaskGIT steps / temperature where given."""
-    import dataclasses
-
-    changes = {k: v for k, v in (("steps", steps), ("temperature", temperature)) if v is not None}
-    game.sampling = dataclasses.replace(game.sampling, **changes)
 
 
 def read_prompt(path: Path, count: int, resolution: tuple[int, int]) -> tuple[Any, Optional[float]]:

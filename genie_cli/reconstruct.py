@@ -9,8 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from genie_cli import options as opt
-from genie_cli.common import (check_suffix, emit_json, fail, handle_errors, json_number, open_tokenizer,
-                              parse_size)
+from genie_cli.common import check_suffix, emit_json, fail, handle_errors, json_number, open_tokenizer, parse_size
 from genie_core.io.outputs import check_outputs
 
 VIDEO_OUT = (".mp4", ".gif")

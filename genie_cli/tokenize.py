@@ -9,8 +9,18 @@ from typing import Annotated, Any
 import typer
 
 from genie_cli import options as opt
-from genie_cli.common import (Job, Progress, check_jobs, check_suffix, exit_if_skipped, expand_inputs,
-                              handle_errors, open_tokenizer, parse_size, run_jobs)
+from genie_cli.common import (
+    Job,
+    Progress,
+    check_jobs,
+    check_suffix,
+    exit_if_skipped,
+    expand_inputs,
+    handle_errors,
+    open_tokenizer,
+    parse_size,
+    run_jobs,
+)
 
 
 @handle_errors
@@ -52,8 +62,8 @@ def tokenize(
     check_jobs(inputs, output, also_read=(checkpoint,))
     tok = open_tokenizer(checkpoint, preset, overrides, device, precision, threads, window, hw)
 
-    from genie_core.tasks import tokenize as api
     from genie_core.io.tokens import save_tokens
+    from genie_core.tasks import tokenize as api
 
     def work(job: Job) -> tuple[Any, dict]:
         ids, meta = api.tokenize_video(tok, job.src, size=hw, batch_windows=batch,

@@ -128,6 +128,7 @@ def tok_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import json
 
     import torch
+
     from genie_core.config import load_preset, to_dict
     from genie_core.models.tokenizer import VideoTokenizer
 

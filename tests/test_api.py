@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from genie_core.tasks import tokenize as api
-from genie_core.io.checkpoint_format import save_checkpoint
 from genie_core.errors import CheckpointError, ConfigError, GenieError
+from genie_core.io.checkpoint_format import save_checkpoint
 from genie_core.io.tokens import TokenFileError, file_digest, load_tokens, save_tokens
+from genie_core.tasks import tokenize as api
 from genie_core.version import TOKEN_FORMAT_VERSION
-
 
 # ---- token files ---------------------------------------------------------------------------
 

@@ -13,14 +13,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import genie_core.io.checkpoint_format as ckpt  # where the tensor data is read
-from genie_core.tasks.infer_actions import load_lam
-from genie_core.io.checkpoint_format import read_metadata, save_checkpoint
-from genie_core.models.load import load_checkpoint
-from genie_core.models.dynamics import DynamicsModel
 from genie_core.errors import CheckpointError
+from genie_core.io.checkpoint_format import read_metadata, save_checkpoint
+from genie_core.models.dynamics import DynamicsModel
 from genie_core.models.lam import LatentActionModel
+from genie_core.models.load import load_checkpoint
 from genie_core.models.tokenizer import VideoTokenizer
 from genie_core.models.world import World, load_part
+from genie_core.tasks.infer_actions import load_lam
 
 BUILDERS = {"tokenizer": VideoTokenizer, "lam": LatentActionModel, "dynamics": DynamicsModel, "world": World}
 

@@ -125,9 +125,9 @@ def test_tokenize_then_reconstruct(make_clip: Callable[..., Path], tmp_path: Pat
     # and the library's in-memory reconstruction, PSNR recomputed with numpy on [0, 1].
     import torch
 
-    from genie_core.tasks import tokenize as api
-    from genie_core.metrics import ssim
     from genie_core.io.video import read_video
+    from genie_core.metrics import ssim
+    from genie_core.tasks import tokenize as api
     originals, _ = read_video(clip, size=(16, 16))
     frames = api.reconstruct_video(api.load_tokenizer(tok_ckpt, device="cpu"), clip).frames
     assert originals.shape == frames.shape == (6, 16, 16, 3)
@@ -312,6 +312,7 @@ def _not_safetensors(tmp_path: Path) -> Path:
 
 def _wrong_kind(tmp_path: Path) -> Path:
     import torch
+
     from genie_core.io.checkpoint_format import save_checkpoint
 
     path = tmp_path / "lam.safetensors"

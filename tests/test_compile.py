@@ -18,8 +18,8 @@ from genie_core import runtime
 from genie_core.config import load_preset
 from genie_core.errors import ArgumentError, GenieError
 from genie_core.models.lam import LatentActionModel
-from genie_core.training.train import train
 from genie_core.models.world import World
+from genie_core.training.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))

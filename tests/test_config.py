@@ -9,10 +9,8 @@ import dataclasses
 import pytest
 import yaml
 
-from genie_core.config import (GenieConfig, from_dict, list_presets, load_preset, preset_path,
-                               to_dict)
-from genie_core.config.tokenizer import (BLOCKS, AdaptiveGroupNormSpec, ResidualSpec,
-                                         TokenizerConfig)
+from genie_core.config import GenieConfig, from_dict, list_presets, load_preset, preset_path, to_dict
+from genie_core.config.tokenizer import BLOCKS, AdaptiveGroupNormSpec, ResidualSpec, TokenizerConfig
 from genie_core.errors import ConfigError
 
 

@@ -14,11 +14,10 @@ import pytest
 import torch
 import yaml
 
-from genie_core.io.checkpoint_format import read_header, read_metadata
-
-from genie_core.models.load import load_checkpoint
 from genie_core.config import GenieConfig, from_dict, load_preset, to_dict
 from genie_core.errors import CheckpointError
+from genie_core.io.checkpoint_format import read_header, read_metadata
+from genie_core.models.load import load_checkpoint
 from genie_core.version import ACTION_FORMAT_VERSION, CHECKPOINT_FORMAT_VERSION, TOKEN_FORMAT_VERSION
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -158,9 +157,9 @@ def test_world_bundle_rollout_as_before(expected: dict) -> None:
 
 
 def test_loaders_the_commands_use_accept_the_fixtures(expected: dict) -> None:
+    from genie_core.io.tokens import file_digest
     from genie_core.tasks.infer_actions import load_lam
     from genie_core.tasks.tokenize import load_tokenizer
-    from genie_core.io.tokens import file_digest
 
     for path in ("tokenizer.safetensors", "world.safetensors"):
         tok = load_tokenizer(FIXTURES / path, device="cpu")
@@ -191,8 +190,8 @@ def test_token_file_fields_and_ids() -> None:
 
 
 def test_token_file_ids_are_todays_tokens_of_the_clip(expected: dict) -> None:
-    from genie_core.tasks.tokenize import load_tokenizer, tokenize_video
     from genie_core.io.tokens import load_tokens
+    from genie_core.tasks.tokenize import load_tokenizer, tokenize_video
 
     stored, stored_meta = load_tokens(FIXTURES / "tokens.npz")
     tok = load_tokenizer(FIXTURES / "tokenizer.safetensors", device="cpu")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genie_core.training.data import CACHE_DIRNAME, ClipSet, FrameCache, load_dataset, split_videos
 from genie_core.errors import GenieError
+from genie_core.training.data import CACHE_DIRNAME, ClipSet, FrameCache, load_dataset, split_videos
 
 
 def write_gif(path: Path, frames: np.ndarray) -> None:

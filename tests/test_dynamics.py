@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-
 import pytest
 import torch
 
@@ -302,10 +301,10 @@ def test_stage_trains_on_cached_tokens_and_writes_world(tmp_path, clip_dir) -> N
     format, the loss falls, RUN/world.safetensors plays; a second run reuses the token cache."""
     import json
 
-    from genie_core.models.load import load_checkpoint
     from genie_core.io.tokens import load_tokens
-    from genie_core.training.train import train
+    from genie_core.models.load import load_checkpoint
     from genie_core.models.world import World
+    from genie_core.training.train import train
 
     cfg = load_preset("tiny", ["train.dynamics.steps=30", "train.dynamics.eval_every=30"])
     tok_path, lam_path = _untrained_inputs(cfg, tmp_path)
@@ -348,8 +347,8 @@ def test_stage_token_table_equals_genie_tokenize(tmp_path, clip_dir) -> None:
     """The stage's cached ids of each video are ``api.tokenize_video``'s (windows of another
     length: with the causal warm-up neither depends on where windows fall); a token file from
     before the warm-up (no ``window_warmup``) is encoded again, not reused."""
-    from genie_core.tasks import tokenize as api
     from genie_core.io.tokens import load_tokens, save_tokens
+    from genie_core.tasks import tokenize as api
     from genie_core.training.train import train
 
     cfg = load_preset("tiny", ["train.dynamics.steps=1", "train.dynamics.eval_every=1"])

@@ -256,8 +256,8 @@ class _Copier:
 def test_stage_evaluate_copy_level_and_changed_accuracy() -> None:
     """next_copy_acc is the share of last-frame tokens equal to the previous frame's (from the
     token table); a copying model scores exactly that and 0 where tokens change."""
-    from genie_core.training.stages.dynamics import DynamicsStage
     from genie_core.models.tokenizer import VideoTokenizer
+    from genie_core.training.stages.dynamics import DynamicsStage
 
     torch.manual_seed(0)
     tokenizer = VideoTokenizer.from_config(load_preset("tiny").tokenizer).eval()
@@ -311,8 +311,8 @@ def test_truth_world_trains_on_sidecar_actions_and_evaluates_with_them(tmp_path)
     from typer.testing import CliRunner
 
     from genie_cli.app import app
-    from genie_core.models.load import load_checkpoint
     from genie_core.models.lam import LatentActionModel
+    from genie_core.models.load import load_checkpoint
     from genie_core.models.tokenizer import VideoTokenizer
 
     cfg = load_preset("tiny")

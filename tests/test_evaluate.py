@@ -17,9 +17,19 @@ from typer.testing import CliRunner
 
 from genie_cli.app import app
 from genie_core.errors import GenieError
-from genie_core.tasks.evaluate import (PSNR_CAP_DB, ROLLOUTS, ClipWindow, ControllabilityReport, controllability,
-                                 copy_token_frames, frame_psnr, frame_ssim, rollout_psnr, sample_windows,
-                                 true_actions)
+from genie_core.tasks.evaluate import (
+    PSNR_CAP_DB,
+    ROLLOUTS,
+    ClipWindow,
+    ControllabilityReport,
+    controllability,
+    copy_token_frames,
+    frame_psnr,
+    frame_ssim,
+    rollout_psnr,
+    sample_windows,
+    true_actions,
+)
 
 runner = CliRunner()
 

@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 
 from genie_cli.app import app
 from genie_cli.common import EXIT_SKIPPED, EXIT_USAGE
-from genie_core.tasks import infer_actions as api
 from genie_core.config import load_preset
 from genie_core.io.frames import to_model
-from genie_core.models.lam import LatentActionModel
 from genie_core.io.video import read_video
+from genie_core.models.lam import LatentActionModel
+from genie_core.tasks import infer_actions as api
 
 runner = CliRunner()
 

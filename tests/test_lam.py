@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from genie_core.io.checkpoint_format import read_metadata
-
-from genie_core.models.load import load_checkpoint
 from genie_core.config import load_preset
 from genie_core.errors import GenieError
+from genie_core.io.checkpoint_format import read_metadata
 from genie_core.models.lam import LatentActionModel
+from genie_core.models.load import load_checkpoint
 from genie_core.models.vq import QuantizerOutput, VectorQuantizer
 
 

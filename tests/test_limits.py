@@ -97,9 +97,9 @@ def test_frame_sizes_out_of_range_are_refused_by_the_library():
 
 @pytest.mark.parametrize("seed", [2 ** 63, 2 ** 70, -1])
 def test_seeds_out_of_range_are_refused(seed, world_file, tmp_path):
+    from genie_core.models.load import load_checkpoint
     from genie_core.tasks.infer_actions import load_lam
     from genie_core.tasks.tokenize import load_tokenizer
-    from genie_core.models.load import load_checkpoint
 
     world = load_checkpoint(world_file)
     frames = np.zeros((1, 16, 16, 3), np.uint8)

@@ -11,8 +11,16 @@ import torch
 
 from genie_core.errors import GenieError
 from genie_core.models.discriminator import Discriminator, FeedForward, SpatialAttention
-from genie_core.models.losses import (VGG16_FILE, PerceptualLoss, adaptive_gan_weight, hinge_d_loss, hinge_g_loss,
-                                      non_saturating_d_loss, non_saturating_g_loss, sample_frames)
+from genie_core.models.losses import (
+    VGG16_FILE,
+    PerceptualLoss,
+    adaptive_gan_weight,
+    hinge_d_loss,
+    hinge_g_loss,
+    non_saturating_d_loss,
+    non_saturating_g_loss,
+    sample_frames,
+)
 
 SEED_DISC = dict(inp_size=(64, 64), model_dim=64, dim_mults=(1, 2, 4), down_step=(None, 2, 2),
                  inp_channels=3, kernel_size=3, num_groups=8, act_fn="leaky", use_blur=True,

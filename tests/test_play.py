@@ -47,6 +47,7 @@ def read_frames(path: Path) -> np.ndarray:
 def world_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny world (16x16 frames, 4 latent actions) saved as a bundle."""
     import torch
+
     from genie_core.models.world import World
 
     torch.manual_seed(0)
@@ -93,6 +94,7 @@ def test_world_session_without_cache_plays_the_same_frames() -> None:
     """fp32, same seed: 24 steps (3 windows of 8) read from the KV cache and recomputed from the
     session's ids give the same ids and frames, from a one- and a two-frame prompt."""
     import torch
+
     from genie_core.models.world import World
 
     torch.manual_seed(0)

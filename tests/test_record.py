@@ -16,9 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from genie_core.errors import GenieError
+from genie_core.io.video import read_video
 from genie_core.tasks.record import Policy, record, verify_recording
 from genie_core.tasks.record import sources as sources_mod
-from genie_core.io.video import read_video
 
 SIDE, CELL = 32, 8  # the fake screen is a 4x4 grid of 8-pixel cells
 MOVES = {0: (0, 0), 1: (0, -1), 2: (0, 1), 3: (-1, 0), 4: (1, 0), 5: (0, 0)}  # 5 (WAIT) acts as 0

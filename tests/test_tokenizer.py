@@ -216,9 +216,9 @@ def test_last_frame_reaches_the_last_latent_only(desc, T):
 
 def test_bad_arguments_are_value_errors():
     """Bad arguments through the library API are ValueErrors (and GenieErrors)."""
-    from genie_core.tasks.tokenize import _round_window
     from genie_core.errors import GenieError
     from genie_core.runtime import autocast, resolve_device, valid_seed
+    from genie_core.tasks.tokenize import _round_window
 
     with pytest.raises(ValueError, match=r"time by 2 and space by 4") as err:
         VideoTokenizer(enc_desc=SEED_ENC_DESC, dec_desc=MAGVIT2_DEC_DESC, **seed_kwargs())

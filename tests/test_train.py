@@ -18,15 +18,15 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from genie_core.training import stages
-from genie_core.io.checkpoint_format import Checkpointable, read_metadata
 from genie_core.config import GenieConfig, OptimConfig, load_preset
 from genie_core.errors import GenieError
-from genie_core.training.stages import Stage
+from genie_core.io.checkpoint_format import Checkpointable, read_metadata
+from genie_core.io.video import find_videos
+from genie_core.training import stages
 from genie_core.training import train as train_mod
 from genie_core.training.optim import adamw, learning_rate
+from genie_core.training.stages import Stage
 from genie_core.training.train import train
-from genie_core.io.video import find_videos
 
 ROOT = Path(__file__).resolve().parents[1]
 

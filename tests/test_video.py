@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genie_core.io import video
 from genie_core.errors import VideoError
+from genie_core.io import video
 from genie_core.io.frames import fit_frames, from_model, to_model
 from genie_core.io.pictures import make_grid, write_grid
 from genie_core.io.video_write import write_video

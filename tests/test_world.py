@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from genie_core.io.checkpoint_format import read_checkpoint
-
-from genie_core.models.load import load_checkpoint
 from genie_core.errors import CheckpointError, GenieError
+from genie_core.io.checkpoint_format import read_checkpoint
+from genie_core.models.load import load_checkpoint
 from genie_core.models.world import World
 
 

@@ -16,9 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from genie_cli.app import app
+from genie_core.tasks.worlds import UnknownWorld, default_world, find_world, list_worlds, resolve_world, set_action_names
 from genie_core.training.data import VideoEntry
 from genie_core.training.stages.dynamics import true_action_names
-from genie_core.tasks.worlds import UnknownWorld, default_world, find_world, list_worlds, resolve_world, set_action_names
 
 SHIPPED = ("sprites", "sprites-truth")
 SPRITE_NAMES = ["NOOP", "LEFT", "RIGHT", "UP", "DOWN"]  # examples/sprite_clips.py's ids 0..4
@@ -211,12 +211,12 @@ def test_truth_world_trained_on_named_sidecars_stores_the_names(tmp_path: Path) 
     import dataclasses
 
     import torch
+    from conftest import write_clip
 
     from genie_core.config import load_preset
-    from genie_core.tasks.env import load_world
     from genie_core.models.lam import LatentActionModel
     from genie_core.models.tokenizer import VideoTokenizer
-    from conftest import write_clip
+    from genie_core.tasks.env import load_world
 
     cfg = load_preset("tiny")
     torch.manual_seed(0)
@@ -243,8 +243,8 @@ def test_truth_world_trained_on_named_sidecars_stores_the_names(tmp_path: Path) 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_play_legend_names_true_actions(name: str) -> None:
     from genie_cli.play import _Session
-    from genie_core.tasks.env import load_world
     from genie_core.io.video import read_image
+    from genie_core.tasks.env import load_world
 
     game = load_world(name)
     game.encode_prompt(read_image(game.prompt_path, size=game.resolution), seed=0)

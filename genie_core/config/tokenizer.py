@@ -14,10 +14,24 @@ from typing import Any, Literal, Mapping
 
 from genie_core.config.base import from_dict
 from genie_core.config.tokenizer_blocks import (  # noqa: F401  (re-exported)
-    BLOCKS, VIDEO_CHANNELS, Activation, AdaptiveGroupNormSpec, BlockSpec, CausalConvSpec,
-    DownsampleSpec, PadMode, ProjOutSpec, ResidualSpec, SpaceUpsampleSpec, TimeUpsampleSpec,
-    UpsampleSpec, _UPSAMPLERS, _check_groups, mirror_blocks, resolve_blocks)
-from genie_core.errors import ConfigError
+    _UPSAMPLERS,
+    BLOCKS,
+    VIDEO_CHANNELS,
+    Activation,
+    AdaptiveGroupNormSpec,
+    BlockSpec,
+    CausalConvSpec,
+    DownsampleSpec,
+    PadMode,
+    ProjOutSpec,
+    ResidualSpec,
+    SpaceUpsampleSpec,
+    TimeUpsampleSpec,
+    UpsampleSpec,
+    _check_groups,
+    mirror_blocks,
+    resolve_blocks,
+)
 
 # -------------------------------------------------------------------------------- discriminator
 

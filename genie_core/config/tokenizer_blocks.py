@@ -17,7 +17,8 @@ Activation = Literal["swish", "silu", "relu", "gelu", "leaky"]
 PadMode = Literal["replicate", "constant"]  # how causal convs fill the frames before the clip
 
 
-def _triple(k: int | tuple[int, ...]) -> tuple[int, int, int]:
+def triple(k: int | tuple[int, ...]) -> tuple[int, int, int]:
+    """A kernel size or stride as (time, height, width)."""
     return (k, k, k) if isinstance(k, int) else tuple(k)  # type: ignore[return-value]
 
 
@@ -70,7 +71,7 @@ class BlockSpec:
             if value is not None:  # None: taken from the channel flow
                 _require_at_least_one(key, value)
         k = getattr(self, "kernel_size", None)
-        if k is not None and any(v < 1 or v % 2 == 0 for v in _triple(k)):
+        if k is not None and any(v < 1 or v % 2 == 0 for v in triple(k)):
             raise ValueError(f"kernel_size must be odd and >= 1, got {k}")
 
     def __post_init__(self) -> None:
@@ -193,7 +194,7 @@ class DownsampleSpec(_SpaceTimeResampleSpec):
 
     def check(self) -> None:
         super().check()
-        kt, kh, _ = _triple(self.kernel_size)
+        kt, kh, _ = triple(self.kernel_size)
         if kt < self.time_factor:
             raise ValueError(f"kernel_size in time ({kt}) must be >= time_factor ({self.time_factor})")
 

@@ -79,7 +79,8 @@ def read_sidecar_actions(video: Path, num_frames: int, warn: Callable[[str], Non
         raw = data.get(key) if isinstance(data, dict) else None
         if raw is None:
             continue
-        if not isinstance(raw, list) or not all(isinstance(a, int) and not isinstance(a, bool) and -1 <= a < 2 ** 31 for a in raw):
+        plain = lambda a: isinstance(a, int) and not isinstance(a, bool) and -1 <= a < 2 ** 31  # noqa: E731
+        if not isinstance(raw, list) or not all(plain(a) for a in raw):
             warn(f"{sidecar}: '{key}' is not a list of integers in [-1, 2**31), ignored")
             return None, None
         if len(raw) < num_frames - 1:

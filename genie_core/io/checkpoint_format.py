@@ -21,8 +21,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from genie_core.io.atomic import AtomicWrite, atomic_path  # noqa: F401  (re-exported)
 from genie_core.errors import CheckpointError, GenieError
+from genie_core.io.atomic import AtomicWrite, atomic_path  # noqa: F401  (re-exported)
 from genie_core.version import CHECKPOINT_FORMAT_VERSION, __version__
 
 KINDS = ("tokenizer", "lam", "dynamics", "world")
@@ -222,8 +222,9 @@ class Checkpointable:
 
     @classmethod
     def config_class(cls) -> type:
-        from genie_core.config import GenieConfig
         import typing
+
+        from genie_core.config import GenieConfig
         return typing.get_type_hints(GenieConfig)[cls.config_section]
 
     @classmethod

@@ -10,7 +10,6 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-
 # ----------------------------------------------------------------------------- frame helpers
 
 def to_rgb(frames: np.ndarray) -> np.ndarray:

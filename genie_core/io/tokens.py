@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from genie_core.io.atomic import atomic_path
 from genie_core.errors import GenieError
+from genie_core.io.atomic import atomic_path
 from genie_core.version import TOKEN_FORMAT_VERSION
 
 # Keys every token file's metadata carries (more may be present).

@@ -13,8 +13,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from genie_core.io.atomic import atomic_path
 from genie_core.errors import VideoError
+from genie_core.io.atomic import atomic_path
 from genie_core.io.ffmpeg import ffmpeg_exe, first_error
 from genie_core.io.frames import to_rgb
 

@@ -4,15 +4,18 @@ blocks with spatial self-attention, over single frames or whole clips."""
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from genie_core.models.layers.blocks import ACTIVATIONS as BLOCK_ACTIVATIONS
 from genie_core.models.layers.conv import blur_pool2d
 
-ACTIVATIONS = {"leaky": lambda: nn.LeakyReLU(0.2), "relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU}
+# The discriminator's activations: the blocks' table (one set of constructors), these four names.
+ACTIVATIONS = {name: BLOCK_ACTIVATIONS[name] for name in ("leaky", "relu", "silu", "gelu")}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from genie_core.io.checkpoint_format import Checkpointable
 from genie_core.config.dynamics import DynamicsConfig, SamplingConfig
+from genie_core.io.checkpoint_format import Checkpointable
 from genie_core.models.layers.st_transformer import KVCache, STTransformer, linear2d
 from genie_core.models.sampling import MASK_ID, decode
 

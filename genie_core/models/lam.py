@@ -4,16 +4,16 @@ from x_1..x_t and those codes alone, so the codes are forced to carry what chang
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from genie_core.io.checkpoint_format import Checkpointable
 from genie_core.config.lam import LamConfig
 from genie_core.errors import GenieError
+from genie_core.io.checkpoint_format import Checkpointable
 from genie_core.models.layers.st_transformer import STTransformer
 from genie_core.models.vq import QuantizerOutput, VectorQuantizer
 

@@ -4,7 +4,6 @@ weights (never downloaded). The discriminator itself is ``genie_core.models.disc
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
 from pathlib import Path
@@ -17,7 +16,6 @@ from einops import rearrange
 from torch import Tensor
 
 from genie_core.errors import GenieError
-from genie_core.models.layers.conv import blur_pool2d
 
 # ---------------------------------------------------------------------------------------------
 # GAN objectives

@@ -89,7 +89,8 @@ def decode(inputs: Tensor, generator: torch.Generator | None, tokens_to_logits: 
     """Fill every ``MASK_ID`` position of ``inputs`` (B, N) in ``steps`` rounds; return (B, N) ids.
 
     Each round: sample every masked position from softmax(logits / ``temperature``) of
-    ``tokens_to_logits(tokens)`` ((B, N, V) or a sequence of factorised (B, N, V_g)), then re-mask the least confident (``unmask="confidence"``:
+    ``tokens_to_logits(tokens)`` ((B, N, V) or a sequence of factorised (B, N, V_g)), then re-mask
+    the least confident (``unmask="confidence"``:
     log-probability of the sampled id under the untempered logits) or a random subset
     (``"random"``) so that a fraction ``schedule(step / steps)`` of the initially masked positions
     stays masked; the last round keeps everything. ``choice_temperature`` adds MaskGIT's

@@ -13,10 +13,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from genie_core.io.checkpoint_format import Checkpointable
 from genie_core.config.base import from_dict
 from genie_core.config.tokenizer import TokenizerConfig
 from genie_core.errors import ArgumentError, GenieError
+from genie_core.io.checkpoint_format import Checkpointable
 from genie_core.models.layers.blocks import Block, build_block
 from genie_core.models.lfq import LFQ
 

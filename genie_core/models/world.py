@@ -15,7 +15,6 @@ Session API (what ``genie play`` and the ΔtPSNR evaluation use)::
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -25,16 +24,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from genie_core.io.checkpoint_format import (Checkpointable, checkpoint_config, checkpoint_step, load_checked,
-                                          read_metadata, save_checkpoint, sub_state)
 from genie_core.config.base import from_dict, to_dict
 from genie_core.config.dynamics import DynamicsConfig, SamplingConfig
 from genie_core.config.lam import LamConfig
 from genie_core.config.tokenizer import TokenizerConfig
-from genie_core.models.dynamics import DynamicsModel
 from genie_core.errors import ArgumentError, GenieError
-from genie_core.models.layers.st_transformer import KVCache
-from genie_core.runtime import inference, valid_seed
+from genie_core.io.checkpoint_format import (
+    Checkpointable,
+    checkpoint_config,
+    checkpoint_step,
+    load_checked,
+    read_metadata,
+    save_checkpoint,
+    sub_state,
+)
+from genie_core.models.dynamics import DynamicsModel
+from genie_core.runtime import inference
 
 __all__ = ["World", "WorldConfig", "paired_dynamics_config", "inference_tokenizer_config", "load_part"]
 

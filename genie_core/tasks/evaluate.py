@@ -18,9 +18,9 @@ from einops import rearrange
 
 from genie_core.errors import GenieError, VideoError
 from genie_core.io.frames import fit_frames, from_model
+from genie_core.io.video import read_video
 from genie_core.metrics import codebook_usage, psnr, ssim
 from genie_core.runtime import check_memory, inference
-from genie_core.io.video import read_video
 
 __all__ = ["ActionFn", "ClipWindow", "ControllabilityReport", "PSNR_CAP_DB", "ROLLOUTS", "actions_for",
            "controllability", "copy_token_frames", "frame_psnr", "frame_ssim", "lam_actions",

@@ -4,22 +4,26 @@ windows), write / read action files, and score latent against ground-truth actio
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from genie_core.io.checkpoint_format import CheckpointError, LoadedModel, atomic_path, checkpoint_config, load_checked, read_metadata
 from genie_core.config.train import MAX_FRAME_SIDE
 from genie_core.errors import GenieError
-from genie_core.io.actions import (ACTION_SUFFIXES, ActionFileError, load_actions, read_true_actions,  # noqa: F401
-                                     save_actions)
+from genie_core.io.actions import ACTION_SUFFIXES, ActionFileError, load_actions, read_true_actions, save_actions  # noqa: F401
+from genie_core.io.checkpoint_format import (
+    CheckpointError,
+    LoadedModel,
+    checkpoint_config,
+    load_checked,
+    read_metadata,
+)
 from genie_core.runtime import inference, resolve_device, valid_seed
-from genie_core.version import ACTION_FORMAT_VERSION, __version__
+from genie_core.version import __version__
 
 __all__ = ["LoadedLam", "load_lam", "infer_video_actions", "save_actions", "load_actions",
            "read_true_actions", "TruthReport", "compare_with_truth", "ACTION_SUFFIXES"]

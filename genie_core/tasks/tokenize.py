@@ -21,13 +21,13 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from genie_core.io.checkpoint_format import CheckpointError, LoadedModel, read_metadata
 from genie_core.config.train import MAX_FRAME_SIDE
 from genie_core.errors import ArgumentError, GenieError
-from genie_core.runtime import inference, resolve_device, valid_seed
+from genie_core.io.checkpoint_format import CheckpointError, LoadedModel, read_metadata
 from genie_core.io.tokens import file_digest
-from genie_core.version import TOKEN_FORMAT_VERSION, __version__
 from genie_core.models.window_encode import warmup_frames
+from genie_core.runtime import inference, resolve_device, valid_seed
+from genie_core.version import TOKEN_FORMAT_VERSION, __version__
 
 DEFAULT_WINDOW = 16  # frames per window when neither the checkpoint nor the preset says
 TOKENIZER_KINDS = ("tokenizer", "world")  # a world bundle carries its tokenizer

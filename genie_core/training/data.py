@@ -23,10 +23,16 @@ from typing import Callable
 
 import numpy as np
 
-from genie_core.training.cache_folders import (CACHE_VERSION, DamagedCache, is_int, read_index, remove_abandoned_builds,
-                                      remove_entry, remove_stale)
 from genie_core.errors import GenieError, VideoError
 from genie_core.io.actions import read_sidecar_actions
+from genie_core.training.cache_folders import (
+    CACHE_VERSION,
+    DamagedCache,
+    read_index,
+    remove_abandoned_builds,
+    remove_entry,
+    remove_stale,
+)
 
 CACHE_DIRNAME = ".genie_cache"
 

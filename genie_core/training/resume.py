@@ -9,11 +9,11 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+from genie_core.config import GenieConfig, to_dict
+from genie_core.errors import CheckpointError, GenieError
 from genie_core.io.atomic import atomic_path
 from genie_core.io.checkpoint_format import read_metadata
-from genie_core.config import GenieConfig, to_dict
 from genie_core.training.data import Dataset
-from genie_core.errors import CheckpointError, GenieError
 
 STATE_FILE = "state.safetensors"
 

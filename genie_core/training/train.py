@@ -4,7 +4,8 @@
 Run folder: ``RUN/config.yaml`` (resolved config) and per stage ``RUN/<stage>/``: ``last.safetensors``
 (the model; EMA weights when EMA is on), ``step_NNNNNNN.safetensors`` (periodic), ``state.safetensors``
 (raw weights, optimiser moments; step and timing as JSON metadata), ``metrics.jsonl``,
-``samples/step_NNNNNNN.png``; ``RUN/heldout.txt`` lists the held-out videos. Randomness is a pure function of (seed, step, rank): the batch and the
+``samples/step_NNNNNNN.png``; ``RUN/heldout.txt`` lists the held-out videos. Randomness is a pure function
+of (seed, step, rank): the batch and the
 torch RNG are re-derived every step, so resuming at step N continues exactly as an unbroken run.
 """
 
@@ -29,7 +30,7 @@ from genie_core.errors import GenieError
 from genie_core.io.atomic import atomic_path
 from genie_core.runtime import autocast, check_memory, set_threads
 from genie_core.training.data import Dataset, load_dataset
-from genie_core.training.distributed import StopFlag, agree, init_dist
+from genie_core.training.distributed import Dist, StopFlag, agree, init_dist
 from genie_core.training.optim import learning_rate
 from genie_core.training.resume import check_resumable, check_same_data
 from genie_core.training.run import LAST_FILE, Event, Run, resume_run, save_run, setup_run  # noqa: F401

@@ -14,12 +14,26 @@ from einops import rearrange
 from torch import Tensor
 
 from genie_core.config.tokenizer import (
-    AdaptiveGroupNormSpec, BlockSpec, CausalConvSpec, DownsampleSpec, ProjOutSpec, ResidualSpec,
-    SpaceUpsampleSpec, TimeUpsampleSpec, UpsampleSpec)
+    AdaptiveGroupNormSpec,
+    BlockSpec,
+    CausalConvSpec,
+    DownsampleSpec,
+    ProjOutSpec,
+    ResidualSpec,
+    SpaceUpsampleSpec,
+    TimeUpsampleSpec,
+    UpsampleSpec,
+)
 from genie_core.models.layers.conv import (
-    CausalConv3d, FrameGroupNorm, PointwiseConv3d, blur_pool2d, causal_time_pool, frame_group_norm)
+    CausalConv3d,
+    FrameGroupNorm,
+    PointwiseConv3d,
+    blur_pool2d,
+    causal_time_pool,
+    frame_group_norm,
+)
 
-_ACTIVATIONS = {"swish": nn.SiLU, "silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU,
+ACTIVATIONS = {"swish": nn.SiLU, "silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU,
                 "leaky": lambda: nn.LeakyReLU(0.2)}
 
 
@@ -75,7 +89,7 @@ class ResidualBlock(Block):
         else:
             self.down = nn.Identity()
         norm = (lambda c: FrameGroupNorm(spec.num_groups, c)) if spec.use_norm else (lambda c: nn.Identity())
-        act = _ACTIVATIONS[spec.act_fn]
+        act = ACTIVATIONS[spec.act_fn]
         conv = lambda a, b: CausalConv3d(a, b, spec.kernel_size, pad_mode=spec.pad_mode,  # noqa: E731
                                          causal=spec.use_causal)
         self.main = nn.Sequential(norm(c_in), act(), conv(c_in, c_out), norm(c_out), act(),

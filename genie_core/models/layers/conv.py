@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from genie_core.config.tokenizer_blocks import triple
+
 # Binomial [1, 2, 1] filter: the 3-tap low-pass of Zhang (2019), normalised to sum 1.
 _BLUR_1D = (1.0, 2.0, 1.0)
 
@@ -125,10 +127,6 @@ class FrameGroupNorm(nn.GroupNorm):
         return frame_group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
 
-def _triple(k: int | tuple[int, ...]) -> tuple[int, int, int]:
-    return (k, k, k) if isinstance(k, int) else tuple(k)  # type: ignore[return-value]
-
-
 class PointwiseConv3d(nn.Linear):
     """1x1x1 convolution as a matmul over channels: (B, C, T, H, W) -> (B, C', T, H, W).
 
@@ -155,8 +153,8 @@ class CausalConv3d(nn.Module):
                  stride: int | tuple[int, int, int] = 1, pad_mode: str = "replicate",
                  causal: bool = True, bias: bool = True) -> None:
         super().__init__()
-        kt, kh, kw = _triple(kernel_size)
-        st, sh, sw = _triple(stride)
+        kt, kh, kw = triple(kernel_size)
+        st, sh, sw = triple(stride)
         if kt < st:
             raise ValueError(f"time kernel {kt} must be >= time stride {st}")
         self.in_channels, self.out_channels = in_channels, out_channels

@@ -19,8 +19,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from genie_core.io.atomic import atomic_path
 from genie_core.errors import GenieError, OutputError
+from genie_core.io.atomic import atomic_path
 from genie_core.tasks.record.sources import Source
 
 FORMAT_VERSION = 1

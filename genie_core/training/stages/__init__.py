@@ -30,7 +30,8 @@ The contract, in one place:
   actions, ``actions`` int64 (B, T-1) where ``actions[:, t]`` took frame t to frame t+1 (-1 where
   unknown). Use ``genie_core.io.frames.to_model`` to get float (B, 3, T, H, W) in [-1, 1].
 - ``loss`` runs inside autocast (bf16 by default) and under DDP's forward; it returns the loss to
-  minimise and metrics for the log (floats or 0-d tensors; averaged over the log window). It may store detached tensors in ``batch`` (keys
+  minimise and metrics for the log (floats or 0-d tensors; averaged over the log window). It may
+  store detached tensors in ``batch`` (keys
   starting with "_") for ``aux_loss`` to reuse (the tokenizer keeps its reconstruction there).
 - Randomness: use the global torch RNG (or generators seeded from it). The loop reseeds it from
   (seed, step, rank) before every step, which is what makes resume exact.

@@ -15,18 +15,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from genie_core.io.checkpoint_format import atomic_path
-from genie_core.models.dynamics import DynamicsModel
 from genie_core.errors import GenieError
+from genie_core.io.checkpoint_format import atomic_path
 from genie_core.io.frames import from_model, to_model
-from genie_core.metrics import psnr
 from genie_core.io.pictures import make_grid
-from genie_core.runtime import inference
-from genie_core.training.stages import Stage, register
 from genie_core.io.tokens import TokenFileError, file_digest, load_tokens, save_tokens
-from genie_core.version import __version__
+from genie_core.metrics import psnr
+from genie_core.models.dynamics import DynamicsModel
 from genie_core.models.window_encode import encode_windows, warmup_frames
 from genie_core.models.world import World, load_part, paired_dynamics_config
+from genie_core.runtime import inference
+from genie_core.training.stages import Stage, register
+from genie_core.version import __version__
 
 WORLD_FILE = "world.safetensors"
 BATCH_WINDOWS = 8  # tokenizer windows encoded together

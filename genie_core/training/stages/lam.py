@@ -12,8 +12,8 @@ from torch import nn
 
 from genie_core.errors import ConfigError
 from genie_core.io.frames import from_model, to_model
-from genie_core.metrics import codebook_usage, mapping_accuracy, nmi, psnr
 from genie_core.io.pictures import make_grid
+from genie_core.metrics import codebook_usage, mapping_accuracy, nmi, psnr
 from genie_core.training.stages import Stage, register
 
 MAX_PICTURE_FRAMES = 8  # frames per row in the sample picture

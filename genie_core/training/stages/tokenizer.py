@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from genie_core.io.frames import from_model, to_model
-from genie_core.metrics import codebook_usage, psnr, ssim, token_stability
 from genie_core.io.pictures import make_grid
+from genie_core.metrics import codebook_usage, psnr, ssim, token_stability
 from genie_core.training.stages import Stage, register
 
 MAX_PICTURE_FRAMES = 8  # frames per row in the sample picture
