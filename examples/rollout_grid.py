@@ -61,10 +61,10 @@ def main() -> None:
 
     from genie_core.io.pictures import write_grid
     from genie_core.io.video import IMAGE_SUFFIXES, read_image, read_video
-    from genie_core.models.load import load_checkpoint
+    from genie_core.models.load import load_model
 
     torch.set_num_threads(args.threads)
-    world = load_checkpoint(args.world, expect_kind="world")
+    world = load_model(args.world, "world")
     changes = {"steps": args.sampling_steps, "temperature": args.temperature}
     world.sampling = dataclasses.replace(world.sampling, **{k: v for k, v in changes.items() if v is not None})
     real, true_actions = None, None

@@ -340,7 +340,7 @@ def open_world(world: Optional[str], preset: Optional[str], overrides: Optional[
              "or --preset NAME for an UNTRAINED world to try the controls")
     import torch
 
-    from genie_core.models.load import load_checkpoint
+    from genie_core.models.load import load_model
     from genie_core.models.world import World
     from genie_core.runtime import resolve_device, set_threads, valid_seed
 
@@ -348,7 +348,7 @@ def open_world(world: Optional[str], preset: Optional[str], overrides: Optional[
     dev = resolve_device(device)
     if world is not None:
         path, _ = world_file(world)
-        game = load_checkpoint(path, expect_kind="world", device=str(dev))
+        game = load_model(path, "world", device=str(dev))
     else:
         torch.manual_seed(valid_seed(seed))  # the same untrained world for the same seed
         game = World.from_preset(preset, tuple(overrides or ())).to(dev)

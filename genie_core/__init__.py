@@ -15,6 +15,7 @@ _LAZY = {
     "MAGVIT2_ENC_DESC": "genie_core.models.tokenizer",
     "MAGVIT2_DEC_DESC": "genie_core.models.tokenizer",
     "load_checkpoint": "genie_core.models.load",
+    "load_model": "genie_core.models.load",
     "LatentActionModel": "genie_core.models.lam",
     "DynamicsModel": "genie_core.models.dynamics",
     "World": "genie_core.models.world",

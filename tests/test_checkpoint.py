@@ -17,9 +17,9 @@ from genie_core.errors import CheckpointError
 from genie_core.io.checkpoint_format import read_metadata, save_checkpoint
 from genie_core.models.dynamics import DynamicsModel
 from genie_core.models.lam import LatentActionModel
-from genie_core.models.load import load_checkpoint
+from genie_core.models.load import load_checkpoint, load_model
 from genie_core.models.tokenizer import VideoTokenizer
-from genie_core.models.world import World, load_part
+from genie_core.models.world import World
 from genie_core.tasks.infer_actions import load_lam
 
 BUILDERS = {"tokenizer": VideoTokenizer, "lam": LatentActionModel, "dynamics": DynamicsModel, "world": World}
@@ -53,9 +53,31 @@ def _loaders(kind: str):
     yield "load_checkpoint", lambda p: load_checkpoint(p)
     parts = ("tokenizer", "lam", "dynamics") if kind == "world" else (kind,)
     for part in parts:
-        yield f"load_part[{part}]", lambda p, part=part: load_part(p, part)
+        yield f"load_model[{part}]", lambda p, part=part: load_model(p, part)
     if kind in ("lam", "world"):
         yield "load_lam", lambda p: load_lam(p, device="cpu")
+
+
+def test_load_model_takes_a_part_of_a_bundle_or_a_file_of_that_kind(tmp_path):
+    world_path = _save("world", tmp_path / "world.safetensors")
+    tok_path = _save("tokenizer", tmp_path / "tok.safetensors")
+    world = load_model(world_path, "world")
+    for part in ("tokenizer", "lam", "dynamics"):
+        got = load_model(world_path, part)
+        assert type(got) is type(getattr(world, part)) and not got.training
+        want = getattr(world, part).state_dict()
+        assert got.state_dict().keys() == want.keys()
+        assert all(torch.equal(got.state_dict()[k], want[k]) for k in want)
+    full, bare = load_model(tok_path), load_model(tok_path, "tokenizer", inference=True)
+    assert full.discriminator is not None and bare.discriminator is None
+    assert {k for k in full.state_dict() if not k.startswith(("discriminator.", "perceptual."))} == set(bare.state_dict())
+    for path, kind, fragment in ((tok_path, "lam", "expected a lam (or a world bundle)"),
+                                 (tok_path, "world", "expected a world bundle")):
+        with pytest.raises(CheckpointError) as err:
+            load_model(path, kind)
+        assert str(path) in str(err.value) and fragment in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(CheckpointError, match="expected lam"):  # load_checkpoint: the kind exactly
+        load_checkpoint(world_path, expect_kind="lam")
 
 
 @pytest.fixture()

@@ -129,7 +129,8 @@ def test_dynamics_checkpoint_logits_as_before(expected: dict) -> None:
 
 
 def test_world_bundle_loads_whole_and_by_part(expected: dict) -> None:
-    from genie_core.models.world import World, load_part
+    from genie_core.models.load import load_model
+    from genie_core.models.world import World
 
     world = load_checkpoint(FIXTURES / "world.safetensors", expect_kind="world")
     assert isinstance(world, World) and world.resolution == tuple(MANIFEST["resolution"])
@@ -138,7 +139,7 @@ def test_world_bundle_loads_whole_and_by_part(expected: dict) -> None:
     ids, acts = torch.as_tensor(expected["dyn_ids"]), torch.as_tensor(expected["dyn_actions"])
     for source in (world, None):  # the whole bundle, then each part on its own
         part = (lambda name: getattr(world, name)) if source else (
-            lambda name: load_part(FIXTURES / "world.safetensors", name))
+            lambda name: load_model(FIXTURES / "world.safetensors", name))
         with torch.no_grad():
             np.testing.assert_allclose(part("tokenizer").decode_ids(torch.as_tensor(expected["tok_ids"])).numpy(),
                                        expected["world_decoded"], **TOL)

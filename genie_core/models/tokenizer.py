@@ -20,6 +20,9 @@ from genie_core.io.checkpoint_format import Checkpointable
 from genie_core.models.layers.blocks import Block, build_block
 from genie_core.models.lfq import LFQ
 
+# Submodules only training needs (GAN discriminator, perceptual loss); inference loads without them.
+TRAINING_ONLY = ("discriminator.", "perceptual.")
+
 
 def _desc(*blocks: tuple[str, dict]) -> tuple[tuple[str, MappingProxyType], ...]:
     """A read-only block description (so no caller can mutate the shared constants)."""

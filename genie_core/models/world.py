@@ -6,7 +6,7 @@ machine, prompt in and one frame per latent action out with past keys/values cac
 
 Session API (what ``genie play`` and the ΔtPSNR evaluation use)::
 
-    world = load_checkpoint("RUN/world.safetensors")      # or World.from_preset("tiny")
+    world = load_model("RUN/world.safetensors")           # or World.from_preset("tiny")
     world.encode_prompt(frames, seed=0)   # uint8 (H,W,3) | (T,H,W,3) | (B,T,H,W,3), any size
     frame = world.step(3)                 # uint8 (B, H, W, 3): the frame latent action 3 leads to
     world.reset()                         # back to the prompt (same seed, same rollout)
@@ -32,20 +32,18 @@ from genie_core.errors import ArgumentError, GenieError
 from genie_core.io.checkpoint_format import (
     Checkpointable,
     checkpoint_config,
-    checkpoint_step,
-    load_checked,
-    read_metadata,
     save_checkpoint,
     sub_state,
 )
 from genie_core.models.dynamics import DynamicsModel
+from genie_core.models.tokenizer import TRAINING_ONLY
 from genie_core.runtime import inference
 
-__all__ = ["World", "WorldConfig", "paired_dynamics_config", "inference_tokenizer_config", "load_part"]
+__all__ = ["World", "WorldConfig", "paired_dynamics_config", "inference_tokenizer_config"]
 
 PARTS = ("tokenizer", "lam", "dynamics")
 # Tokenizer parts that only training needs; a world bundle leaves them out.
-_TRAINING_ONLY = ("tokenizer.discriminator.", "tokenizer.perceptual.")
+_TRAINING_ONLY = tuple("tokenizer." + prefix for prefix in TRAINING_ONLY)
 
 
 @dataclass(frozen=True)
@@ -81,30 +79,6 @@ def paired_dynamics_config(cfg: DynamicsConfig, tokenizer: Any, lam: Any,
     num_actions = lam.num_actions if cfg.action_source == "latent" else cfg.num_actions
     return dataclasses.replace(cfg, code_bits=tokenizer.code_bits, token_size=(H // s, W // s),
                                num_actions=num_actions)
-
-
-def load_part(path: Any, part: str, device: str | torch.device = "cpu") -> nn.Module:
-    """The ``part`` ("tokenizer" | "lam" | "dynamics") of a checkpoint holding that kind or a whole
-    world, in eval mode. A tokenizer comes without its training-only parts (discriminator,
-    perceptual loss), so inference never needs their weights."""
-    from genie_core.models.lam import LatentActionModel
-    from genie_core.models.tokenizer import VideoTokenizer
-
-    def build(tensors: dict[str, Tensor], meta: dict[str, str]) -> nn.Module:
-        if meta["kind"] == "world":
-            return getattr(World.from_checkpoint_state(tensors, meta), part)
-        cls = {"tokenizer": VideoTokenizer, "lam": LatentActionModel, "dynamics": DynamicsModel}[part]
-        cfg = from_dict(cls.config_class(), checkpoint_config(meta), source=f"{path} config")
-        if part == "tokenizer":
-            cfg = inference_tokenizer_config(cfg)
-            tensors = {k: v for k, v in tensors.items() if not ("tokenizer." + k).startswith(_TRAINING_ONLY)}
-        model = cls.from_config(cfg)
-        model.load_state_dict(tensors, strict=True)
-        return model
-
-    model = load_checked(path, build, expect_kind=(part, "world"))
-    model.checkpoint_step = checkpoint_step(read_metadata(path), path)
-    return model.to(device).eval()
 
 
 class World(nn.Module, Checkpointable):

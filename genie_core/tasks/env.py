@@ -26,14 +26,14 @@ def load_world(name_or_path: str | Path, device: str = "cpu", precision: str = "
     """The ``World`` a shipped name (``genie_core.tasks.worlds.list_worlds``) or a world file names, on
     ``device``, sampling under ``precision`` ("bf16" | "fp32"). A shipped world carries its
     prompt frame as ``world.prompt_path`` (None for a file)."""
-    from genie_core.models.load import load_checkpoint
+    from genie_core.models.load import load_model
     from genie_core.runtime import resolve_device
     from genie_core.tasks.worlds import resolve_world
 
     if precision not in PRECISIONS:
         raise ArgumentError(f"precision must be bf16 or fp32, got {precision!r}")
     path, shipped = resolve_world(name_or_path)
-    world = load_checkpoint(path, expect_kind="world", device=str(resolve_device(device)))
+    world = load_model(path, "world", device=str(resolve_device(device)))
     world.precision = precision
     world.prompt_path = shipped.prompt if shipped is not None else None
     return world

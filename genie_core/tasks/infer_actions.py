@@ -18,8 +18,6 @@ from genie_core.io.actions import ACTION_SUFFIXES, ActionFileError, load_actions
 from genie_core.io.checkpoint_format import (
     CheckpointError,
     LoadedModel,
-    checkpoint_config,
-    load_checked,
     read_metadata,
 )
 from genie_core.runtime import inference, resolve_device, valid_seed
@@ -28,9 +26,6 @@ from genie_core.version import __version__
 __all__ = ["LoadedLam", "load_lam", "infer_video_actions", "save_actions", "load_actions",
            "read_true_actions", "TruthReport", "compare_with_truth", "ACTION_SUFFIXES"]
 
-LAM_KINDS = ("lam", "world")
-
-
 @dataclass
 class LoadedLam(LoadedModel):
     """A LAM (``model``: a LatentActionModel) in eval mode with what action files record about it."""
@@ -38,25 +33,6 @@ class LoadedLam(LoadedModel):
     @property
     def num_actions(self) -> int:
         return int(self.model.num_actions)
-
-
-def _lam_from_world(path: Path, meta: dict[str, str]) -> Any:
-    """Only the ``lam.``-prefixed tensors of a world bundle, and its ``lam`` config."""
-    from genie_core.config import LamConfig, from_dict
-    from genie_core.models.lam import LatentActionModel
-
-    config = checkpoint_config(meta)
-    if not isinstance(config, dict) or "lam" not in config:
-        raise CheckpointError(f"{path}: world bundle without a lam config")
-
-    def build(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> Any:
-        if not tensors:
-            raise CheckpointError(f"{path}: world bundle holds no lam.* tensors")
-        model = LatentActionModel.from_config(from_dict(LamConfig, config["lam"], source=f"{path} lam config"))
-        model.load_state_dict({k[len("lam."):]: v for k, v in tensors.items()}, strict=True)
-        return model
-
-    return load_checked(path, build, expect_kind="world", prefix="lam.")
 
 
 def load_lam(checkpoint: str | os.PathLike | None = None, *, world: str | os.PathLike | None = None,
@@ -76,19 +52,10 @@ def load_lam(checkpoint: str | os.PathLike | None = None, *, world: str | os.Pat
             raise CheckpointError(f"{world}: holds a {meta['kind']} checkpoint, expected a world bundle")
         checkpoint = world
     if checkpoint is not None:
+        from genie_core.models.load import load_model
+
         path = Path(checkpoint)
-        meta = read_metadata(path)
-        if meta["kind"] not in LAM_KINDS:
-            raise CheckpointError(f"{path}: holds a {meta['kind']} checkpoint, expected a lam "
-                                  "(or a world bundle)")
-        try:
-            if meta["kind"] == "world":
-                model = _lam_from_world(path, meta)
-            else:
-                from genie_core.models.load import load_checkpoint
-                model = load_checkpoint(path, expect_kind="lam")
-        except (KeyError, RuntimeError, ValueError) as err:
-            raise CheckpointError(f"{path}: does not match its config ({str(err).splitlines()[0]})") from None
+        model = load_model(path, "lam")  # a LAM, or a world bundle's
         source, digest = str(path), file_digest(path)
         resolution = model.config.resolution
     elif preset is not None:

@@ -23,14 +23,13 @@ import torch
 
 from genie_core.config.train import MAX_FRAME_SIDE
 from genie_core.errors import ArgumentError, GenieError
-from genie_core.io.checkpoint_format import CheckpointError, LoadedModel, read_metadata
+from genie_core.io.checkpoint_format import LoadedModel, read_metadata
 from genie_core.io.tokens import file_digest
 from genie_core.models.window_encode import warmup_frames
 from genie_core.runtime import inference, resolve_device, valid_seed
 from genie_core.version import TOKEN_FORMAT_VERSION, __version__
 
 DEFAULT_WINDOW = 16  # frames per window when neither the checkpoint nor the preset says
-TOKENIZER_KINDS = ("tokenizer", "world")  # a world bundle carries its tokenizer
 
 
 @dataclass
@@ -88,14 +87,11 @@ def load_tokenizer(checkpoint: str | os.PathLike | None = None, *, preset: str |
     checkpoint, an untrained one seeded with ``seed`` (smoke tests)."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if checkpoint is not None:
-        from genie_core.models.world import load_part
+        from genie_core.models.load import load_model
 
         path = Path(checkpoint)
-        meta = read_metadata(path)  # not found / not safetensors / not genie -> CheckpointError
-        if meta["kind"] not in TOKENIZER_KINDS:
-            raise CheckpointError(f"{path}: holds a {meta['kind']} checkpoint, expected a tokenizer"
-                                  " (or a world bundle)")
-        model = load_part(path, "tokenizer")
+        model = load_model(path, "tokenizer", inference=True)  # a tokenizer, or a world's
+        meta = read_metadata(path)
         resolution, clip_frames = _hints(meta)
         source, digest = str(path), file_digest(path)
     elif preset is not None:

@@ -22,8 +22,9 @@ from genie_core.io.pictures import make_grid
 from genie_core.io.tokens import TokenFileError, file_digest, load_tokens, save_tokens
 from genie_core.metrics import psnr
 from genie_core.models.dynamics import DynamicsModel
+from genie_core.models.load import load_model
 from genie_core.models.window_encode import encode_windows, warmup_frames
-from genie_core.models.world import World, load_part, paired_dynamics_config
+from genie_core.models.world import World, paired_dynamics_config
 from genie_core.runtime import inference
 from genie_core.training.stages import Stage, register
 from genie_core.version import __version__
@@ -84,8 +85,8 @@ class DynamicsStage(Stage):
 
     def prepare(self, data: Any) -> None:
         tok_path, lam_path = self._source("tokenizer"), self._source("lam")
-        self.tokenizer = load_part(tok_path, "tokenizer", self.device).requires_grad_(False)
-        self.lam = load_part(lam_path, "lam", self.device).requires_grad_(False)
+        self.tokenizer = load_model(tok_path, "tokenizer", device=self.device, inference=True).requires_grad_(False)
+        self.lam = load_model(lam_path, "lam", device=self.device).requires_grad_(False)
         self.resolution = tuple(self.cfg.data.resolution)
         if tuple(data.cache.resolution) != self.resolution:
             raise GenieError(f"data cache is {data.cache.resolution}, the preset wants {self.resolution}")
@@ -283,7 +284,7 @@ class DynamicsStage(Stage):
     def finish(self) -> None:
         """Bundle tokenizer, LAM and the trained dynamics into ``RUN/world.safetensors``."""
         dyn_path = self.checkpoint_path("dynamics")
-        dynamics = load_part(dyn_path, "dynamics")
+        dynamics = load_model(dyn_path, "dynamics")
         step = dynamics.checkpoint_step  # checked when loaded
         world = World(self.tokenizer.cpu(), self.lam.cpu(), dynamics, self.resolution)
         world.save(self.run_dir / WORLD_FILE, step=step)
