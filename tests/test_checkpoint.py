@@ -72,7 +72,7 @@ def test_load_model_takes_a_part_of_a_bundle_or_a_file_of_that_kind(tmp_path):
     assert full.discriminator is not None and bare.discriminator is None
     assert {k for k in full.state_dict() if not k.startswith(("discriminator.", "perceptual."))} == set(bare.state_dict())
     for path, kind, fragment in ((tok_path, "lam", "expected a lam (or a world bundle)"),
-                                 (tok_path, "world", "expected a world bundle")):
+                                 (tok_path, "world", "expected world")):
         with pytest.raises(CheckpointError) as err:
             load_model(path, kind)
         assert str(path) in str(err.value) and fragment in str(err.value) and "\n" not in str(err.value)

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from genie_core.config import load_preset
+from genie_core.config import dynamics_config_for_preset, load_preset
 from genie_core.models.dynamics import DynamicsModel, join_ids, masked_cross_entropy, random_future_mask, split_ids
 from genie_core.models.sampling import MASK_ID
 
 
 def _cfg(**changes):
-    return dataclasses.replace(load_preset("tiny").dynamics, **changes)
+    return dataclasses.replace(dynamics_config_for_preset(load_preset("tiny")), **changes)
 
 
 def _model(seed: int = 0, **changes) -> DynamicsModel:

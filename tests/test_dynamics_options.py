@@ -13,14 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genie_core.config import load_preset
+from genie_core.config import dynamics_config_for_preset, load_preset
 from genie_core.models.dynamics import DynamicsModel, masked_cross_entropy, random_future_mask, split_ids
 from genie_core.models.layers.st_transformer import STTransformer, apply_grid_rotary, grid_angles
 from genie_core.models.sampling import MASK_ID
 
 
 def _cfg(**changes):
-    return dataclasses.replace(load_preset("tiny").dynamics, **changes)
+    return dataclasses.replace(dynamics_config_for_preset(load_preset("tiny")), **changes)
 
 
 # ---------------------------------------------------------------------------- 2-D rotary positions

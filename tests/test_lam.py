@@ -475,8 +475,8 @@ def test_stage_scores_latents_against_truth_on_known_labellings(tmp_path):
 
 
 def test_lam_resolution_must_match_data():
+    from genie_core.config import lam_config_for_data
     from genie_core.errors import ConfigError
-    from genie_core.training.stages.lam import lam_config_for_data
 
     cfg = load_preset("tiny", ["lam.resolution=[32, 32]"])
     with pytest.raises(ConfigError, match="data.resolution"):

@@ -125,6 +125,42 @@ def test_mismatched_parts_are_refused() -> None:
         World(w.tokenizer, w.lam, bad, w.resolution)
 
 
+def test_pairing_derives_what_the_config_leaves_unset_and_reports_disagreement(world: World) -> None:
+    import dataclasses
+
+    from genie_core.models.world import paired_dynamics_config
+
+    unset = dataclasses.replace(world.dynamics.config, code_bits=None, token_size=None, num_actions=None)
+    messages: list[str] = []
+    paired = paired_dynamics_config(unset, world.tokenizer, world.lam, world.resolution, warn=messages.append)
+    assert messages == [] and paired == world.dynamics.config
+    stated = dataclasses.replace(unset, num_actions=world.lam.num_actions + 3, code_bits=world.tokenizer.code_bits)
+    paired = paired_dynamics_config(stated, world.tokenizer, world.lam, world.resolution, warn=messages.append)
+    assert paired.num_actions == world.lam.num_actions  # the trained LAM's count, not the preset's
+    assert len(messages) == 1 and "\n" not in messages[0]  # code_bits agrees: no message for it
+    assert "num_actions" in messages[0] and str(world.lam.num_actions + 3) in messages[0]
+    assert str(world.lam.num_actions) in messages[0].split("give", 1)[1]
+
+
+def test_shipped_presets_state_no_derived_value_that_disagrees() -> None:
+    """A dynamics value a preset states (only coinrun still restates num_actions) equals what its
+    own tokenizer, data and LAM give, so pairing it with models trained from it warns of nothing."""
+    from genie_core.config import dynamics_config_for_preset, list_presets, load_preset
+
+    for name in list_presets():
+        cfg = load_preset(name)
+        derived = dynamics_config_for_preset(dataclasses_replace_unset(cfg))
+        for key in ("code_bits", "token_size", "num_actions"):
+            if getattr(cfg.dynamics, key) is not None:
+                assert getattr(cfg.dynamics, key) == getattr(derived, key), (name, key)
+
+
+def dataclasses_replace_unset(cfg):
+    import dataclasses
+    dyn = dataclasses.replace(cfg.dynamics, code_bits=None, token_size=None, num_actions=None)
+    return dataclasses.replace(cfg, dynamics=dyn)
+
+
 def test_bf16_session_runs_deterministically() -> None:
     torch.manual_seed(0)
     w = World.from_preset("tiny")  # precision bf16 by default

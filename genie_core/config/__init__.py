@@ -26,7 +26,8 @@ from genie_core.errors import ConfigError
 __all__ = [
     "GenieConfig", "DataConfig", "OptimConfig", "TrainConfig", "TokenizerConfig", "LamConfig",
     "DynamicsConfig", "load_preset", "list_presets", "preset_path", "parse_overrides",
-    "from_dict", "to_dict", "convert", "config_to_json", "config_from_json",
+    "from_dict", "to_dict", "convert", "config_to_json", "config_from_json", "lam_config_for_data",
+    "dynamics_config_for_preset",
 ]
 
 
@@ -41,6 +42,30 @@ class GenieConfig:
     lam: LamConfig = field(default_factory=LamConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def lam_config_for_data(cfg: GenieConfig) -> LamConfig:
+    """The LAM config with its frame size taken from ``data.resolution`` (a LAM is trained and
+    used at one frame size; the checkpoint records it so inference can resize to it). The one
+    place ``lam.resolution``'s default is resolved."""
+    lam, resolution = cfg.lam, tuple(cfg.data.resolution)
+    if lam.resolution is None:
+        return dataclasses.replace(lam, resolution=resolution)
+    if tuple(lam.resolution) != resolution:
+        raise ConfigError(f"lam.resolution {list(lam.resolution)} differs from data.resolution "
+                          f"{list(resolution)}; leave lam.resolution unset to follow the data")
+    return lam
+
+
+def dynamics_config_for_preset(cfg: GenieConfig) -> DynamicsConfig:
+    """The dynamics config of a model built from the preset alone: what the preset leaves unset
+    of ``code_bits``, ``token_size`` and ``num_actions`` derived from its own tokenizer, data
+    and LAM (true actions: as many as ``action_names``, else the LAM's count). A trained
+    world pairs them with the real models instead (``models.world.paired_dynamics_config``)."""
+    dyn, (h, w), s = cfg.dynamics, cfg.data.resolution, cfg.tokenizer.space_downsample
+    derived = {"code_bits": cfg.tokenizer.code_bits, "token_size": (h // s, w // s),
+               "num_actions": (dyn.action_source == "truth" and len(dyn.action_names)) or cfg.lam.num_actions}
+    return dataclasses.replace(dyn, **{k: v for k, v in derived.items() if getattr(dyn, k) is None})
 
 
 def _presets_dir() -> Path:

@@ -1,10 +1,12 @@
 """Dynamics model config (Genie §2.1 and appendix: a MaskGIT ST-transformer over the tokenizer's
 ids, latent actions as additive embeddings) and its MaskGIT sampling defaults (Chang et al. 2022).
 
-``code_bits``, ``token_size``, ``num_actions`` and ``context_frames`` describe the tokenizer, the
-LAM and the data the model is paired with; a preset states them so that the model builds from
-the preset alone, and the training stage / World replace them with the real models' values.
-No torch import here.
+``code_bits``, ``token_size`` and ``num_actions`` describe the tokenizer and the LAM the model is
+paired with, so a preset leaves them unset (None): they are derived from the trained models when
+a world is paired (``genie_core.models.world.paired_dynamics_config``), or from the preset's own
+tokenizer, LAM and data for a model built from the preset alone
+(``genie_core.config.dynamics_config_for_preset``). A value a preset does state that disagrees
+with the trained models is reported, never used silently. No torch import here.
 """
 
 from __future__ import annotations
@@ -42,10 +44,10 @@ class SamplingConfig:
 class DynamicsConfig:
     """MaskGIT ST-transformer over token ids (B, T, h, w) with vocabulary 2**code_bits."""
 
-    # What the model is paired with (filled from the tokenizer / LAM / data by the stage).
-    code_bits: int = 10  # ids are in [0, 2**code_bits): the LFQ tokenizer's total bits
-    token_size: tuple[int, int] = (4, 4)  # (h, w) tokens per frame
-    num_actions: int = 8  # the LAM's codebook size (or the game's action count with true actions)
+    # What the model is paired with; None: derived from the tokenizer / LAM / data (see above).
+    code_bits: int | None = None  # ids are in [0, 2**code_bits): the LFQ tokenizer's total bits
+    token_size: tuple[int, int] | None = None  # (h, w) tokens per frame
+    num_actions: int | None = None  # the LAM's codebook size (or the game's action count with true actions)
     context_frames: int = 16  # frames a generated frame attends to, itself included
     # "latent": the LAM's actions (Genie); "truth": the sidecars' ground-truth actions, an oracle
     # that separates a LAM failure from a dynamics failure and gives a world driven by the
@@ -82,11 +84,11 @@ class DynamicsConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.code_bits <= 30:
+        if self.code_bits is not None and not 1 <= self.code_bits <= 30:
             raise ValueError(f"code_bits must be in [1, 30], got {self.code_bits}")
-        if min(self.token_size) < 1:
+        if self.token_size is not None and min(self.token_size) < 1:
             raise ValueError(f"token_size must be positive, got {self.token_size}")
-        if self.num_actions < 1:
+        if self.num_actions is not None and self.num_actions < 1:
             raise ValueError(f"num_actions must be >= 1, got {self.num_actions}")
         if self.context_frames < 2:
             raise ValueError(f"context_frames must be >= 2, got {self.context_frames}")
@@ -105,11 +107,16 @@ class DynamicsConfig:
         if self.spatial_positions != "learned" and (self.model_dim // self.heads) % 4:
             raise ValueError(f"spatial_positions={self.spatial_positions!r} needs a head size divisible by 4, "
                              f"got {self.model_dim // self.heads}")
-        if self.action_names and len(self.action_names) != self.num_actions:
+        if self.action_names and self.num_actions is not None and len(self.action_names) != self.num_actions:
             raise ValueError(f"{len(self.action_names)} action_names for num_actions={self.num_actions}")
         if not 0.0 < self.mask_rate_min <= self.mask_rate_max <= 1.0:
             raise ValueError(f"need 0 < mask_rate_min <= mask_rate_max <= 1, got "
                              f"{self.mask_rate_min}, {self.mask_rate_max}")
+
+    @property
+    def paired(self) -> bool:
+        """Whether the values derived from the tokenizer / LAM are all set (a model can be built)."""
+        return None not in (self.code_bits, self.token_size, self.num_actions)
 
     @property
     def group_bits(self) -> tuple[int, ...]:

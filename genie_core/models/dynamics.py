@@ -110,8 +110,17 @@ class DynamicsModel(nn.Module, Checkpointable):
     kind = "dynamics"
     config_section = "dynamics"
 
+    @classmethod
+    def from_preset(cls, name: str, overrides: tuple[str, ...] | list[str] = ()) -> "DynamicsModel":
+        """An untrained model of a preset, paired with the preset's own tokenizer, LAM and data."""
+        from genie_core.config import dynamics_config_for_preset, load_preset
+        return cls(dynamics_config_for_preset(load_preset(name, overrides)))
+
     def __init__(self, cfg: DynamicsConfig) -> None:
         super().__init__()
+        if not cfg.paired:  # a ValueError: a checkpoint holding such a config "does not match" it
+            raise ValueError("a dynamics model needs dynamics.code_bits, token_size and num_actions: "
+                             "pair it with a tokenizer and LAM (DynamicsModel.from_preset does)")
         self.config = cfg
         self.group_bits = cfg.group_bits
         D, (h, w) = cfg.model_dim, cfg.token_size

@@ -78,7 +78,7 @@ def load_model(path: str | os.PathLike, kind: str | None = None, *, device: str 
     meta = read_metadata(path)
     held = meta["kind"]
     if kind is not None and held != kind and not (kind in PARTS and held == "world"):
-        wanted = "a world bundle" if kind == "world" else f"a {kind} (or a world bundle)"
+        wanted = "world" if kind == "world" else f"a {kind} (or a world bundle)"
         raise CheckpointError(f"{path}: holds a {held} checkpoint, expected {wanted}")
     if kind in PARTS and held == "world":
         config = checkpoint_config(meta)

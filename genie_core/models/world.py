@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -61,12 +62,14 @@ def inference_tokenizer_config(cfg: TokenizerConfig) -> TokenizerConfig:
     return dataclasses.replace(cfg, disc=None, perceptual_model=None, perceptual_weights=None)
 
 
-def paired_dynamics_config(cfg: DynamicsConfig, tokenizer: Any, lam: Any,
-                           resolution: Sequence[int]) -> DynamicsConfig:
-    """``cfg`` with the vocabulary, token grid and action count of the given tokenizer and LAM.
+def _stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
-    A world model needs one latent frame per video frame, so the tokenizer must not compress time.
-    """
+
+def paired_values(cfg: DynamicsConfig, tokenizer: Any, lam: Any, resolution: Sequence[int]) -> dict[str, Any]:
+    """What a dynamics model paired with ``tokenizer`` and ``lam`` at ``resolution`` must have:
+    ``code_bits``, ``token_size`` and ``num_actions`` (true actions: ``cfg``'s own count, which
+    the training stage takes from the data). One latent frame per video frame is required."""
     if tokenizer.time_downsample != 1:
         raise ArgumentError(f"a world needs a tokenizer with one latent frame per video frame; "
                             f"this one compresses time by {tokenizer.time_downsample} (use a preset "
@@ -77,8 +80,26 @@ def paired_dynamics_config(cfg: DynamicsConfig, tokenizer: Any, lam: Any,
         raise ArgumentError(f"frame size {H}x{W} is not a multiple of the tokenizer's downsampling {s}")
     # Latent actions come from the LAM; true actions are the game's (the stage counts them).
     num_actions = lam.num_actions if cfg.action_source == "latent" else cfg.num_actions
-    return dataclasses.replace(cfg, code_bits=tokenizer.code_bits, token_size=(H // s, W // s),
-                               num_actions=num_actions)
+    if num_actions is None:
+        raise ArgumentError("dynamics.action_source=truth needs dynamics.num_actions (the game's action count)")
+    return {"code_bits": int(tokenizer.code_bits), "token_size": (H // s, W // s), "num_actions": int(num_actions)}
+
+
+def paired_dynamics_config(cfg: DynamicsConfig, tokenizer: Any, lam: Any, resolution: Sequence[int],
+                           warn: Callable[[str], None] = _stderr) -> DynamicsConfig:
+    """``cfg`` with the vocabulary, token grid and action count of the given tokenizer and LAM.
+    A value ``cfg`` states that disagrees is reported through ``warn`` (naming both), then the
+    models' value is used: the trained models are what the dynamics model must fit."""
+    values = paired_values(cfg, tokenizer, lam, resolution)
+    for key, want in values.items():
+        got = getattr(cfg, key)
+        if got is not None and tuple(np.atleast_1d(got)) != tuple(np.atleast_1d(want)):
+            source = "tokenizer" if key == "code_bits" else "tokenizer and frame size" if key == "token_size" else "LAM"
+            shown = list(want) if isinstance(want, tuple) else want
+            warn(f"dynamics.{key} is {list(got) if isinstance(got, tuple) else got} in the config but the "
+                 f"trained {source} give{'s' if source != 'tokenizer and frame size' else ''} {shown}; "
+                 f"using {shown} (leave dynamics.{key} unset to follow them)")
+    return dataclasses.replace(cfg, **values)
 
 
 class World(nn.Module, Checkpointable):
@@ -104,9 +125,8 @@ class World(nn.Module, Checkpointable):
             raise GenieError("World needs the frame resolution (the LAM config has none)")
         self.resolution = (int(resolution[0]), int(resolution[1]))
         self.tokenizer, self.lam, self.dynamics = tokenizer, lam, dynamics
-        expect = paired_dynamics_config(dynamics.config, tokenizer, lam, self.resolution)
-        for key in ("code_bits", "token_size", "num_actions"):
-            got, want = getattr(dynamics.config, key), getattr(expect, key)
+        for key, want in paired_values(dynamics.config, tokenizer, lam, self.resolution).items():
+            got = getattr(dynamics.config, key)
             if tuple(np.atleast_1d(got)) != tuple(np.atleast_1d(want)):
                 raise GenieError(f"dynamics.{key} is {got} but the tokenizer/LAM give {want}")
         self.precision = "bf16"
@@ -138,16 +158,15 @@ class World(nn.Module, Checkpointable):
     @classmethod
     def from_preset(cls, name: str, overrides: tuple[str, ...] | list[str] = ()) -> "World":
         """An UNTRAINED world of a preset (the dynamics fitted to its tokenizer and LAM)."""
-        from genie_core.config import load_preset
+        from genie_core.config import dynamics_config_for_preset, lam_config_for_data, load_preset
         from genie_core.models.lam import LatentActionModel
         from genie_core.models.tokenizer import VideoTokenizer
 
         cfg = load_preset(name, overrides)
         resolution = tuple(cfg.data.resolution)
         tokenizer = VideoTokenizer.from_config(inference_tokenizer_config(cfg.tokenizer))
-        lam_cfg = cfg.lam if cfg.lam.resolution else dataclasses.replace(cfg.lam, resolution=resolution)
-        lam = LatentActionModel.from_config(lam_cfg)
-        dyn_cfg = paired_dynamics_config(cfg.dynamics, tokenizer, lam, resolution)
+        lam = LatentActionModel.from_config(lam_config_for_data(cfg))
+        dyn_cfg = paired_dynamics_config(dynamics_config_for_preset(cfg), tokenizer, lam, resolution)
         return cls(tokenizer, lam, DynamicsModel(dyn_cfg), resolution)
 
     def config_dict(self) -> dict:

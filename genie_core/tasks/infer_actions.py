@@ -59,14 +59,11 @@ def load_lam(checkpoint: str | os.PathLike | None = None, *, world: str | os.Pat
         source, digest = str(path), file_digest(path)
         resolution = model.config.resolution
     elif preset is not None:
-        import dataclasses
-
-        from genie_core.config import load_preset
+        from genie_core.config import lam_config_for_data, load_preset
         from genie_core.models.lam import LatentActionModel
 
         cfg = load_preset(preset, overrides)
-        lam_cfg = cfg.lam if cfg.lam.resolution else dataclasses.replace(
-            cfg.lam, resolution=tuple(cfg.data.resolution))
+        lam_cfg = lam_config_for_data(cfg)
         with torch.random.fork_rng(devices=[]):  # deterministic weights, global RNG untouched
             torch.manual_seed(valid_seed(seed))
             model = LatentActionModel.from_config(lam_cfg)

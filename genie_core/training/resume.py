@@ -20,6 +20,9 @@ STATE_FILE = "state.safetensors"
 # Settings --resume may change without breaking exactness: how long to train and how often to
 # log, evaluate and save (and train.num_threads). Every other setting of the stage is compared.
 RESUME_FREE = ("steps", "eval_every", "save_every", "log_every")
+# Derived from the trained tokenizer and LAM (or the data's true actions), not set: a run that
+# stated them, or one from before they were derived, resumes alike (the state's shapes are checked).
+DERIVED = ("dynamics.code_bits", "dynamics.token_size", "dynamics.num_actions")
 
 
 def exactness_settings(cfg: dict, stage: str) -> dict[str, Any]:
@@ -32,9 +35,10 @@ def exactness_settings(cfg: dict, stage: str) -> dict[str, Any]:
 
     train_cfg = cfg.get("train", {})
     optim = {k: v for k, v in train_cfg.get(stage, {}).items() if k not in RESUME_FREE}
-    return {**flat(cfg.get("data", {}), "data"), **flat(cfg.get(stage, {}), stage),
-            **flat(optim, f"train.{stage}"), "train.precision": train_cfg.get("precision"),
-            "train.seed": train_cfg.get("seed")}
+    settings = {**flat(cfg.get("data", {}), "data"), **flat(cfg.get(stage, {}), stage),
+                **flat(optim, f"train.{stage}"), "train.precision": train_cfg.get("precision"),
+                "train.seed": train_cfg.get("seed")}
+    return {k: v for k, v in settings.items() if k not in DERIVED}
 
 
 def _shown(value: Any) -> str:

@@ -97,7 +97,7 @@ class DynamicsStage(Stage):
         dyn = self.cfg.dynamics
         if dyn.action_source == "truth":
             dyn = self._true_action_config(dyn)
-        self.dyn_cfg = paired_dynamics_config(dyn, self.tokenizer, self.lam, self.resolution)
+        self.dyn_cfg = paired_dynamics_config(dyn, self.tokenizer, self.lam, self.resolution, warn=self.warn)
         self.tokens = torch.from_numpy(self._token_table(tok_path))  # (N, h, w) int32
         # Actions of stride-1 neighbours; clips with a frame stride take them per batch.
         self.actions = None
@@ -119,6 +119,9 @@ class DynamicsStage(Stage):
         count = len(dyn.action_names) or top + 1
         if top >= count:
             raise GenieError(f"the sidecars hold action {top}, dynamics.action_names names only {count}")
+        if dyn.num_actions is not None and dyn.num_actions != count:
+            self.warn(f"dynamics.num_actions is {dyn.num_actions} in the config but the data's true actions "
+                      f"number {count}; using {count} (leave dynamics.num_actions unset to follow the data)")
         names = dyn.action_names or true_action_names(self.cache, count)
         return dataclasses.replace(dyn, num_actions=count, action_names=names)
 

@@ -4,31 +4,17 @@ NMI and best-mapping accuracy of the latent actions against them."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 from torch import nn
 
-from genie_core.errors import ConfigError
+from genie_core.config import lam_config_for_data
 from genie_core.io.frames import from_model, to_model
 from genie_core.io.pictures import make_grid
 from genie_core.metrics import codebook_usage, mapping_accuracy, nmi, psnr
 from genie_core.training.stages import Stage, register
 
 MAX_PICTURE_FRAMES = 8  # frames per row in the sample picture
-
-
-def lam_config_for_data(cfg):  # type: ignore[no-untyped-def]
-    """The LAM config with its frame size taken from ``data.resolution`` (a LAM is trained and
-    used at one frame size; the checkpoint records it so inference can resize to it)."""
-    lam, resolution = cfg.lam, tuple(cfg.data.resolution)
-    if lam.resolution is None:
-        return dataclasses.replace(lam, resolution=resolution)
-    if tuple(lam.resolution) != resolution:
-        raise ConfigError(f"lam.resolution {list(lam.resolution)} differs from data.resolution "
-                          f"{list(resolution)}; leave lam.resolution unset to follow the data")
-    return lam
 
 
 @register
