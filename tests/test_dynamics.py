@@ -362,9 +362,15 @@ def test_stage_token_table_equals_genie_tokenize(tmp_path, clip_dir) -> None:
     for path in token_files:
         ids, meta = load_tokens(path)
         assert ids.shape[0] == meta["num_frames"] > cfg.data.num_frames  # more than one window
-        expected, _ = api.tokenize_video(tok, clip_dir / meta["source"], size=(16, 16), precision="fp32")
+        expected, want = api.tokenize_video(tok, clip_dir / meta["source"], size=(16, 16), precision="fp32")
         np.testing.assert_array_equal(ids, expected)
         assert meta["window_warmup"] > 0
+        # One metadata builder: the same keys as a token file of `genie tokenize` (less what only
+        # a video file gives), the same description of the tokenizer.
+        assert set(meta) == set(want) - {"source_size", "precision"} | {"token_shape"}
+        for key in ("tokenizer_digest", "time_downsample", "space_downsample", "vocab_size", "window_warmup",
+                    "num_frames", "frame_size", "format_version"):
+            assert meta[key] == want[key], key
 
     stale = token_files[0]
     ids, meta = load_tokens(stale)

@@ -19,7 +19,7 @@ video tokenizer)."""
 from __future__ import annotations
 
 import math
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -108,3 +108,43 @@ def encode_windows(model: nn.Module, windows: Iterable[np.ndarray], *, device: t
             tail = np.concatenate([tail, frames])[-warm:] if len(tail) else frames[-warm:]
     if batch:
         yield from flush()
+
+
+def encode_ids(model: nn.Module, windows: Iterable[np.ndarray], *, device: torch.device, precision: str,
+               batch_windows: int) -> tuple[np.ndarray, int]:
+    """(ids int32 (T', h, w), frames read) of one sequence given as consecutive windows
+    (``encode_windows``, concatenated); ids of shape (0, 0, 0) when there were no frames."""
+    chunks, num_frames = [], 0
+    for frames, ids in encode_windows(model, windows, device=device, precision=precision,
+                                      batch_windows=batch_windows):
+        # int32 copies: a view would keep the whole batch's int64 ids alive.
+        chunks.append(ids.numpy().astype(np.int32))
+        num_frames += len(frames)
+    return (np.concatenate(chunks) if chunks else np.zeros((0, 0, 0), np.int32)), num_frames
+
+
+def token_meta(model: nn.Module, *, source: str, fps: float | None, num_frames: int,
+               frame_size: Sequence[int], tokenizer: str, digest: str | None, window: int,
+               **extra: Any) -> dict[str, Any]:
+    """The metadata a token file records for ids ``model`` encoded window by window (``genie
+    tokenize`` and the dynamics stage's token cache write the same keys; ``extra`` adds some)."""
+    from genie_core.version import TOKEN_FORMAT_VERSION, __version__
+
+    return {
+        "format_version": TOKEN_FORMAT_VERSION,
+        "source": source,
+        "fps": fps,
+        "num_frames": int(num_frames),
+        "frame_size": [int(frame_size[0]), int(frame_size[1])],
+        "tokenizer": tokenizer,
+        "tokenizer_digest": digest,
+        "time_downsample": int(getattr(model, "time_downsample", 1)),
+        "space_downsample": int(model.space_downsample),
+        "vocab_size": int(model.vocab_size),
+        # Frames per encoder call; each window is encoded after ``window_warmup`` earlier frames,
+        # so the ids equal one continuous encoding (see the notes at the top of this module).
+        "window": int(window),
+        "window_warmup": warmup_frames(model),
+        **extra,
+        "genie_version": __version__,
+    }

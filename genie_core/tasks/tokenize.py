@@ -25,9 +25,7 @@ from genie_core.config.train import MAX_FRAME_SIDE
 from genie_core.errors import ArgumentError, GenieError
 from genie_core.io.checkpoint_format import LoadedModel, read_metadata
 from genie_core.io.tokens import file_digest
-from genie_core.models.window_encode import warmup_frames
 from genie_core.runtime import inference, resolve_device, valid_seed
-from genie_core.version import TOKEN_FORMAT_VERSION, __version__
 
 DEFAULT_WINDOW = 16  # frames per window when neither the checkpoint nor the preset says
 
@@ -168,37 +166,19 @@ def tokenize_video(tok: LoadedTokenizer, path: str | os.PathLike, *,
                    size: tuple[int, int] | None = None, batch_windows: int = 4,
                    precision: str = "bf16") -> tuple[np.ndarray, dict[str, Any]]:
     """Token ids int32 (T', h, w) of a whole video, and the metadata a token file records."""
+    from genie_core.models.window_encode import encode_ids, token_meta
+
     path = Path(path)
     info = _probe(path)
     hw = frame_size(tok, (info.height, info.width), size)
-    chunks, num_frames = [], 0
-    for res in _encode_windows(tok, path, hw, batch_windows, precision):
-        # int32 copies: a view would keep the whole batch's int64 ids alive.
-        chunks.append(res.ids.numpy().astype(np.int32))
-        num_frames += len(res.frames)
+    ids, num_frames = encode_ids(tok.model, _window_frames(path, hw, tok.window), device=tok.device,
+                                 precision=precision, batch_windows=batch_windows)
     if num_frames == 0:
         from genie_core.errors import VideoError
         raise VideoError(f"{path}: no frames")
-    ids = np.concatenate(chunks)  # (T', h, w) int32
-    meta = {
-        "format_version": TOKEN_FORMAT_VERSION,
-        "source": str(path),
-        "fps": float(info.fps),
-        "num_frames": num_frames,
-        "frame_size": list(hw),
-        "source_size": [int(info.height), int(info.width)],
-        "tokenizer": tok.source,
-        "tokenizer_digest": tok.digest,
-        "time_downsample": tok.time_downsample,
-        "space_downsample": tok.space_downsample,
-        "vocab_size": int(tok.model.vocab_size),
-        # Frames per encoder call; each window is encoded after ``window_warmup`` earlier frames,
-        # so the ids equal one continuous encoding (see genie_core.models.window_encode).
-        "window": tok.window,
-        "window_warmup": warmup_frames(tok.model),
-        "precision": precision,
-        "genie_version": __version__,
-    }
+    meta = token_meta(tok.model, source=str(path), fps=float(info.fps), num_frames=num_frames, frame_size=hw,
+                      tokenizer=tok.source, digest=tok.digest, window=tok.window,
+                      source_size=[int(info.height), int(info.width)], precision=precision)
     return ids, meta
 
 

@@ -23,11 +23,10 @@ from genie_core.io.tokens import TokenFileError, file_digest, load_tokens, save_
 from genie_core.metrics import psnr
 from genie_core.models.dynamics import DynamicsModel
 from genie_core.models.load import load_model
-from genie_core.models.window_encode import encode_windows, warmup_frames
+from genie_core.models.window_encode import encode_ids, token_meta, warmup_frames
 from genie_core.models.world import World, paired_dynamics_config
 from genie_core.runtime import inference
 from genie_core.training.stages import Stage, register
-from genie_core.version import __version__
 
 WORLD_FILE = "world.safetensors"
 BATCH_WINDOWS = 8  # tokenizer windows encoded together
@@ -154,14 +153,10 @@ class DynamicsStage(Stage):
                     ids = None
             if ids is None:
                 ids = self._tokenize(self.cache.frames[video.offset: video.offset + video.num_frames])
-                save_tokens(path, ids, {
-                    "source": video.path, "fps": None, "num_frames": video.num_frames,
-                    "frame_size": list(self.resolution), "tokenizer": str(tok_path),
-                    "tokenizer_digest": digest, "time_downsample": 1,
-                    "space_downsample": int(self.tokenizer.space_downsample),
-                    "vocab_size": int(self.tokenizer.vocab_size), "window": self.cfg.data.num_frames,
-                    "window_warmup": warmup,  # frames encoded before each window
-                    "genie_version": __version__})
+                save_tokens(path, ids, token_meta(
+                    self.tokenizer, source=video.path, fps=None, num_frames=video.num_frames,
+                    frame_size=self.resolution, tokenizer=str(tok_path), digest=digest,
+                    window=self.cfg.data.num_frames))
             table[video.offset: video.offset + video.num_frames] = ids
         return table
 
@@ -171,9 +166,8 @@ class DynamicsStage(Stage):
         continuous encoding of the video; batched."""
         window = self.cfg.data.num_frames
         windows = (frames[i: i + window] for i in range(0, len(frames), window))
-        out = [ids for _, ids in encode_windows(self.tokenizer, windows, device=self.device,
-                                                precision=self.precision, batch_windows=BATCH_WINDOWS)]
-        return torch.cat(out).numpy().astype(np.int32)
+        return encode_ids(self.tokenizer, windows, device=self.device, precision=self.precision,
+                          batch_windows=BATCH_WINDOWS)[0]
 
     def _action_table(self, lam_path: Path) -> np.ndarray:
         """Latent action at every frame of the frame cache (taking it to the next), (N,) int64;
