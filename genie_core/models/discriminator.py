@@ -70,6 +70,8 @@ class DiscResBlock(nn.Module):
         return (self.down(self.body(x)) + self.down(self.skip(x))) * 2 ** -0.5
 
 
+# Not layers.st_transformer's: this one takes conv feature maps (N, C, H, W), owns its GroupNorm and
+# residual and has 1x1-conv weights (keys norm/to_qkv/to_out); sharing would rename saved tensors.
 class SpatialAttention(nn.Module):
     """Multi-head self-attention over the H*W positions of each frame, pre-norm and residual."""
 
@@ -93,6 +95,8 @@ class SpatialAttention(nn.Module):
         return _fold_time(self._attend, x)
 
 
+# Not layers.st_transformer's (Linear fc/proj on tokens, no norm): 1x1 convs in one ``net`` with its
+# GroupNorm and residual, 2-D or 3-D; the saved keys (net.0..net.3) and forward differ.
 class FeedForward(nn.Module):
     """Pointwise MLP (1x1 convolutions, 4x hidden), pre-norm and residual."""
 
