@@ -31,9 +31,8 @@ def evaluate(
         metavar="CLIPS", help="A folder of held-out videos (searched recursively), one video, or - "
         "to read paths from stdin (e.g. < RUN/heldout.txt, written by genie train).")],
     world: opt.World = None,
-    preset: Annotated[Optional[str], typer.Option(
-        "--preset", "-p", help="Without --world: an UNTRAINED world of this preset (smoke tests; "
-        "expect ΔtPSNR near 0).")] = None,
+    preset: Annotated[Optional[str], opt.preset_option(
+        "Without --world: an UNTRAINED world of this preset (smoke tests; expect ΔtPSNR near 0).")] = None,
     overrides: opt.Overrides = None,
     num_clips: Annotated[int, typer.Option(
         "--clips", "-n", help="Clip windows to evaluate, spread over the videos (seeded).", min=1)] = 32,
@@ -50,8 +49,8 @@ def evaluate(
     device: opt.Device = "auto",
     precision: opt.Precision = "bf16",
     threads: opt.OneThread = 1,
-    json_out: Annotated[bool, typer.Option(
-        "--json", help="Print one JSON object (summary and per-clip scores) instead of a table.")] = False,
+    json_out: Annotated[bool, opt.json_option(
+        "Print one JSON object (summary and per-clip scores) instead of a table.")] = False,
 ) -> None:
     """Measure controllability: ΔtPSNR = PSNR(x_t, x̂_t) - PSNR(x_t, x̂'_t).
 

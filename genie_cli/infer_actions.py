@@ -37,11 +37,11 @@ def infer_actions(
         "--output", "-o", help="A .json or .npz for one video; for a folder or -, a folder that "
         "mirrors the input tree. Without it nothing is written (results go to stdout).")] = None,
     checkpoint: opt.Checkpoint = None,
-    world: Annotated[Optional[str], typer.Option(
-        "--world", help="Use the latent action model inside this world: a shipped world's name "
+    world: Annotated[Optional[str], opt.world_option(
+        "Use the latent action model inside this world: a shipped world's name "
         "(genie play --list) or a world file.")] = None,
-    preset: Annotated[Optional[str], typer.Option(
-        "--preset", "-p", help="Without a checkpoint: an UNTRAINED LAM from this preset "
+    preset: Annotated[Optional[str], opt.preset_option(
+        "Without a checkpoint: an UNTRAINED LAM from this preset "
         "(smoke tests only; its actions mean nothing).")] = None,
     overrides: opt.Overrides = None,
     file_format: Annotated[str, typer.Option(
@@ -49,10 +49,9 @@ def infer_actions(
     against_truth: Annotated[bool, typer.Option(
         "--against-truth", help="Compare with the ground-truth actions in the videos' JSON "
         "sidecars: table of latent against true actions, NMI, best-mapping accuracy.")] = False,
-    size: Annotated[Optional[str], typer.Option(
-        "--size", help="Frame size HxW (default: the size the LAM was trained at).")] = None,
-    window: Annotated[Optional[int], typer.Option(
-        "--window", help="Frames per window (default: the LAM's context_frames).", min=2)] = None,
+    size: Annotated[Optional[str], opt.size_option("Frame size HxW (default: the size the LAM was trained at).")] = None,
+    window: Annotated[Optional[int], opt.window_option("Frames per window (default: the LAM's context_frames).",
+                                                       min=2)] = None,
     overlap: Annotated[Optional[int], typer.Option(
         "--overlap", help="Frames shared by consecutive windows (default: the LAM's).", min=1)] = None,
     device: opt.Device = "auto",

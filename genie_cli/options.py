@@ -1,12 +1,35 @@
-"""Shared option aliases (Annotated), so every command spells them the same way."""
+"""Shared option aliases (Annotated), so every command spells them the same way. An option whose
+help differs per command (what --world or --json means there) takes its flags from one of the
+``*_option(help)`` factories below, so only the help is the command's own."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+
+
+def world_option(help: str) -> Any:
+    return typer.Option("--world", "-w", help=help)
+
+
+def preset_option(help: str) -> Any:
+    return typer.Option("--preset", "-p", help=help)
+
+
+def json_option(help: str) -> Any:
+    return typer.Option("--json", help=help)
+
+
+def size_option(help: str) -> Any:
+    return typer.Option("--size", help=help)
+
+
+def window_option(help: str, min: int = 1) -> Any:
+    return typer.Option("--window", help=help, min=min)
+
 
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")]
 PRECISIONS = ("bf16", "fp32")
@@ -23,9 +46,10 @@ Precision = Annotated[str, typer.Option("--precision", help="bf16 (autocast) or 
 OptionalPrecision = Annotated[Optional[str], typer.Option(
     "--precision", help="bf16 (autocast) or fp32 (default: the preset's).", callback=precision_choice)]
 Checkpoint = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="A checkpoint (.safetensors).")]
-Preset = Annotated[str, typer.Option("--preset", "-p", help="Preset name (see presets/) or a YAML file.")]
+Preset = Annotated[str, preset_option("Preset name (see presets/) or a YAML file.")]
 Overrides = Annotated[Optional[list[str]], typer.Option("--set", help="Override a preset value: section.key=value (repeatable).")]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON line per file on stdout.")]
+Json = Annotated[bool, json_option("Print one JSON line per file on stdout.")]
+JsonResult = Annotated[bool, json_option("Print the result as one JSON line.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.", min=0, max=2 ** 63 - 1)]
 THREADS_HELP = "CPU threads for torch (0: torch's default)."
 # One rule for --threads in every command: an integer >= 0.
@@ -47,17 +71,17 @@ def finite(value: Optional[float]) -> Optional[float]:
 Temperature = Annotated[Optional[float], typer.Option(
     "--temperature", help="Sampling temperature on the logits; 0 is greedy (default: the world's).",
     min=0.0, callback=finite)]
-OptionalPreset = Annotated[Optional[str], typer.Option(
-    "--preset", "-p", help="Without --checkpoint: build an UNTRAINED tokenizer from this preset "
+OptionalPreset = Annotated[Optional[str], preset_option(
+    "Without --checkpoint: build an UNTRAINED tokenizer from this preset "
     "(for smoke tests; its tokens mean nothing).")]
-Size = Annotated[Optional[str], typer.Option(
-    "--size", help="Frame size HxW the video is fitted to (centre crop, then resize). "
+Size = Annotated[Optional[str], size_option(
+    "Frame size HxW the video is fitted to (centre crop, then resize). "
     "Default: the size the tokenizer was trained at.")]
-Window = Annotated[Optional[int], typer.Option(
-    "--window", help="Frames per window (after a warm-up of the earlier frames the encoder "
+Window = Annotated[Optional[int], window_option(
+    "Frames per window (after a warm-up of the earlier frames the encoder "
     "sees, so the ids equal a continuous encoding); a long video is never read whole. "
-    "Default: the training clip length.", min=1)]
+    "Default: the training clip length.")]
 BatchWindows = Annotated[int, typer.Option("--batch", help="Windows per forward pass.", min=1)]
 WORLD_HELP = ("A world: a shipped world's name (genie play --list) or a world file "
               "(RUN/world.safetensors from `genie train --stage all`).")
-World = Annotated[Optional[str], typer.Option("--world", "-w", help=WORLD_HELP)]
+World = Annotated[Optional[str], world_option(WORLD_HELP)]

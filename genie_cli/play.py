@@ -25,12 +25,11 @@ def play(
         "--prompt", help="The first frame: an image (png, jpg, ...) or a video whose first "
         "--prompt-frames frames start the session. Any size; fitted to the world's. Default "
         "for a shipped world: its prompt frame.")] = None,
-    world: Annotated[Optional[str], typer.Option(
-        "--world", "-w", help=WORLD_HELP + " Default: the default shipped world.")] = None,
+    world: Annotated[Optional[str], opt.world_option(WORLD_HELP + " Default: the default shipped world.")] = None,
     list_worlds: Annotated[bool, typer.Option(
         "--list", help="List the shipped worlds (the default marked *) and exit.")] = False,
-    preset: Annotated[Optional[str], typer.Option(
-        "--preset", "-p", help="Without --world: an UNTRAINED world of this preset (e.g. play), "
+    preset: Annotated[Optional[str], opt.preset_option(
+        "Without --world: an UNTRAINED world of this preset (e.g. play), "
         "to try the controls; its frames mean nothing.")] = None,
     overrides: opt.Overrides = None,
     output: Annotated[Optional[Path], typer.Option(
@@ -58,8 +57,7 @@ def play(
     compile_: Annotated[bool, typer.Option(
         "--compile", help="Run the dynamics model's per-frame layers through torch.compile "
         "(the first frame waits for the compiler; the same frames).")] = False,
-    json_out: Annotated[bool, typer.Option(
-        "--json", help="Scripted mode: print the result as one JSON line.")] = False,
+    json_out: Annotated[bool, opt.json_option("Scripted mode: print the result as one JSON line.")] = False,
 ) -> None:
     """Play a world: pick latent actions, watch the next frame appear.
 
@@ -154,7 +152,7 @@ def print_worlds(json_out: bool = False) -> None:
 
 
 @handle_errors
-def worlds(json_out: Annotated[bool, typer.Option("--json", help="One JSON line per world.")] = False) -> None:
+def worlds(json_out: Annotated[bool, opt.json_option("One JSON line per world.")] = False) -> None:
     """List the shipped worlds (the default marked *): genie play --world NAME plays one."""
     print_worlds(json_out)
 

@@ -34,7 +34,7 @@ def reconstruct(
     device: opt.Device = "auto",
     precision: opt.Precision = "bf16",
     threads: opt.Threads = 0,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the result as one JSON line.")] = False,
+    json_out: opt.JsonResult = False,
 ) -> None:
     """Reconstruct a video through the tokenizer and print PSNR (dB) and SSIM.
 

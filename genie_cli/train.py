@@ -78,7 +78,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default: the preset's).", min=0, max=2 ** 63 - 1)] = None,
     threads: opt.OptionalThreads = None,
     compile_: Annotated[bool, typer.Option("--compile", help="Run the model and loss through torch.compile (inductor; the first steps wait for the compiler). Checkpoints are the same files.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the final validation metrics as one JSON line per stage.")] = False,
+    json_out: Annotated[bool, opt.json_option("Print the final validation metrics as one JSON line per stage.")] = False,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Trained tokenizer (or world) checkpoint for --stage dynamics (default: RUN/tokenizer/last.safetensors).")] = None,
     lam: Annotated[Optional[Path], typer.Option("--lam", help="Trained LAM (or world) checkpoint for --stage dynamics (default: RUN/lam/last.safetensors).")] = None,
 ) -> None:

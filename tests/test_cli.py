@@ -76,6 +76,28 @@ def test_every_command_has_help() -> None:
         assert "Usage" in result.output
 
 
+def test_shared_options_are_spelt_once() -> None:
+    """--world, --preset, --json, --size and --window come from genie_cli/options.py in every
+    command (only their help is a command's own), so each takes the same flags: -w and -p too."""
+    import re
+
+    import typer.main
+
+    shared = {"--world": "-w", "--preset": "-p", "--json": None, "--size": None, "--window": None}
+    for path in sorted((REPO / "genie_cli").glob("*.py")):
+        if path.name != "options.py":
+            for flag in shared:
+                assert not re.search(rf'Option\(\s*"{flag}"', path.read_text()), f"{path.name} spells {flag} itself"
+    seen = set()
+    for name, command in typer.main.get_command(app).commands.items():
+        for param in command.params:
+            for flag, short in shared.items():
+                if flag in getattr(param, "opts", ()):
+                    seen.add(flag)
+                    assert short is None or short in param.opts, (name, flag, param.opts)
+    assert seen == set(shared)
+
+
 def test_help_does_not_import_torch() -> None:
     """`genie --help` and each command's --help stay instant: torch is never imported."""
     code = (
