@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from genie_core.errors import ArgumentError
 
 __all__ = ["ShippedWorld", "UnknownWorld", "list_worlds", "default_world", "find_world",
-           "resolve_world", "set_action_names"]
+           "resolve_world", "set_action_names", "cast_world"]
 
 MANIFEST = "manifest.json"
 
@@ -150,5 +150,29 @@ def set_action_names(src: str | Path, dst: str | Path, names: Sequence[str]) -> 
                             f"got {list(names)}")
     dyn["action_names"] = list(names)
     meta["config"] = json.dumps(config, sort_keys=True)
+    with atomic_path(dst) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def cast_world(src: str | Path, dst: str | Path, dtype: str = "bf16") -> None:
+    """Copy world ``src`` to ``dst`` with its floating-point tensors stored as ``dtype`` (bf16
+    halves a world for shipping), metadata unchanged. Loading casts them back to the model's
+    dtype, so a cast world plays like the original up to bf16 rounding of its weights: evaluate
+    the cast file itself."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from genie_core.io.atomic import atomic_path
+
+    target = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(dtype)
+    if target is None:
+        raise ArgumentError(f"dtype must be bf16 or fp32, got {dtype!r}")
+    with safe_open(str(src), framework="pt") as fh:
+        meta = dict(fh.metadata() or {})
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    if meta.get("kind") != "world":
+        raise ArgumentError(f"{src} is not a world (kind {meta.get('kind')!r})")
+    tensors = {k: (v.to(target) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
     with atomic_path(dst) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
