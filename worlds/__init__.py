@@ -1,1 +1,1 @@
-"""The worlds shipped with genie (package data): see genie_core.worlds and manifest.json."""
+"""The worlds shipped with genie (package data): see genie_core.tasks.worlds and manifest.json."""
