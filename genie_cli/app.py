@@ -41,7 +41,10 @@ class OneLineErrors(TyperGroup):
                 err.show()
             sys.exit(err.exit_code)
         except _click.exceptions.ClickException as err:
-            lines = [line.strip() for line in err.format_message().splitlines() if line.strip()]
+            # Typer checks typed values (Literal choices) through pydantic, whose messages start
+            # with "Value error, "; the line reads the same without it.
+            message = err.format_message().replace("Value error, ", "")
+            lines = [line.strip() for line in message.splitlines() if line.strip()]
             _click.echo(f"error: {lines[0] if lines else type(err).__name__}", err=True)
             sys.exit(2 if isinstance(err, _click.exceptions.UsageError) else err.exit_code)
         except typer.Abort:

@@ -7,7 +7,7 @@ import json
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 
@@ -44,7 +44,7 @@ def infer_actions(
         "Without a checkpoint: an UNTRAINED LAM from this preset "
         "(smoke tests only; its actions mean nothing).")] = None,
     overrides: opt.Overrides = None,
-    file_format: Annotated[str, typer.Option(
+    file_format: Annotated[Literal["json", "npz"], typer.Option(
         "--format", help="Action file format in folder / stdin mode: json or npz.")] = "json",
     against_truth: Annotated[bool, typer.Option(
         "--against-truth", help="Compare with the ground-truth actions in the videos' JSON "
@@ -72,8 +72,6 @@ def infer_actions(
     Exit codes: 0 all done; 2 bad input (nothing written);
     3 folder or stdin mode: some inputs were skipped (each named on stderr), the rest processed.
     """
-    if file_format not in ("json", "npz"):
-        fail(f"--format must be json or npz, got '{file_format}'")
     if sum(x is not None for x in (checkpoint, world, preset)) != 1:
         fail("give exactly one of --checkpoint FILE, --world BUNDLE or --preset NAME")
     if overrides and preset is None:

@@ -5,8 +5,9 @@ help differs per command (what --world or --json means there) takes its flags fr
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional, get_args
 
 import typer
 
@@ -31,20 +32,28 @@ def window_option(help: str, min: int = 1) -> Any:
     return typer.Option("--window", help=help, min=min)
 
 
-Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")]
-PRECISIONS = ("bf16", "fp32")
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 
 
-def precision_choice(value: Optional[str]) -> Optional[str]:
-    """Option callback: the one check of --precision for every command."""
-    if value is not None and value not in PRECISIONS:
-        raise typer.BadParameter(f"must be bf16 or fp32, got '{value}'")
+def device_choice(value: str) -> str:
+    """Option callback: --device is auto, cpu, cuda or cuda:N (a device index is not a fixed set,
+    so this is a pattern, checked before any work; whether the device exists is checked when it
+    is opened)."""
+    if not re.fullmatch(DEVICE_PATTERN, value):
+        raise typer.BadParameter(f"'{value}' is not one of 'auto', 'cpu', 'cuda', 'cuda:N'.")
     return value
 
 
-Precision = Annotated[str, typer.Option("--precision", help="bf16 (autocast) or fp32.", callback=precision_choice)]
-OptionalPrecision = Annotated[Optional[str], typer.Option(
-    "--precision", help="bf16 (autocast) or fp32 (default: the preset's).", callback=precision_choice)]
+Device = Annotated[str, typer.Option(
+    "--device", metavar="<auto|cpu|cuda|cuda:N>", help="auto (CUDA when present), cpu, cuda or cuda:N.",
+    callback=device_choice)]
+# Fixed sets of values as Literal types: Typer lists them in --help and refuses any other value
+# at parse time (one line `error: ...`, exit 2, through the app's error handler).
+PrecisionName = Literal["bf16", "fp32"]
+PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
+Precision = Annotated[PrecisionName, typer.Option("--precision", help="bf16 (autocast) or fp32.")]
+OptionalPrecision = Annotated[Optional[PrecisionName], typer.Option(
+    "--precision", help="bf16 (autocast) or fp32 (default: the preset's).")]
 Checkpoint = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="A checkpoint (.safetensors).")]
 Preset = Annotated[str, preset_option("Preset name (see presets/) or a YAML file.")]
 Overrides = Annotated[Optional[list[str]], typer.Option("--set", help="Override a preset value: section.key=value (repeatable).")]

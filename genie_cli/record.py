@@ -4,12 +4,15 @@ in the format `genie train` and `infer-actions --against-truth` read; `--verify`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional, get_args
 
 import typer
 
 from genie_cli import options as opt
 from genie_cli.common import emit_json, fail, handle_errors, parse_size, progress
+
+PolicyName = Literal["random", "sticky"]
+POLICIES: tuple[str, ...] = get_args(PolicyName)
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -37,7 +40,7 @@ def record(
         = "procgen:coinrun",
     num_clips: Annotated[int, typer.Option("--num-clips", help="Clips to record.", min=1)] = 200,
     frames: Annotated[int, typer.Option("--frames", help="Frames per clip.", min=2)] = 32,
-    policy: Annotated[str, typer.Option(
+    policy: Annotated[PolicyName, typer.Option(
         "--policy", help="random (uniform actions) or sticky (repeat the previous action with "
         "probability --p-repeat: motion builds up over frames).")] = "sticky",
     p_repeat: Annotated[float, typer.Option(
@@ -84,7 +87,6 @@ def record(
     from genie_core.tasks import record as rec
     size = parse_resolution(resolution)
     rec.parse_env(env)  # a bad --env fails before anything else
-    player = rec.Policy(policy, [0], 1, seed, p_repeat)  # checks --policy before a game opens
     rec.check_new_folder(output)
     source = rec.open_source(env, num_envs, size, seed)
     try:

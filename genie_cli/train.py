@@ -6,14 +6,15 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional, get_args
 
 import typer
 
 from genie_cli import options as opt
 from genie_cli.common import emit_json, fail, handle_errors, warn
 
-STAGE_CHOICES = ("tokenizer", "lam", "dynamics", "all")
+StageName = Literal["tokenizer", "lam", "dynamics", "all"]
+STAGE_CHOICES: tuple[str, ...] = get_args(StageName)
 EXIT_INTERRUPTED = 130
 
 
@@ -67,7 +68,7 @@ def train(
     data: Annotated[Path, typer.Option("--data", "-d", help="Folder of videos (mp4, gif, webm, avi), searched recursively.")],
     preset: opt.Preset = "small",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default runs/<preset>-<time>).")] = None,
-    stage: Annotated[str, typer.Option("--stage", help="tokenizer, lam, dynamics, or all (in that order).")] = "tokenizer",
+    stage: Annotated[StageName, typer.Option("--stage", help="The stage to train; all: every stage, in order.")] = "tokenizer",
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimiser steps per stage (default: the preset's).", min=1)] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Clips per step per process.", min=1)] = None,
     overrides: opt.Overrides = None,
@@ -95,9 +96,6 @@ def train(
 
     Ctrl-C saves a checkpoint and stops (exit 130); --resume continues exactly.
     """
-    if stage not in STAGE_CHOICES:
-        fail(f"--stage must be one of {', '.join(STAGE_CHOICES)}, got '{stage}'")
-
     from genie_core.config import load_preset
     from genie_core.training.train import resolve_stages
     from genie_core.training.train import train as run_training

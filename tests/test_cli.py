@@ -377,6 +377,52 @@ def test_precision_is_checked_alike_by_every_command(tmp_path: Path, command: st
     assert files_under(tmp_path) == set()
 
 
+@pytest.mark.parametrize("command, flag, bad, choices", [
+    ("train", "--stage", "everything", ("tokenizer", "lam", "dynamics", "all")),
+    ("record", "--policy", "lazy", ("random", "sticky")),
+    ("infer-actions", "--format", "csv", ("json", "npz")),
+    ("tokenize", "--precision", "fp16", ("bf16", "fp32")),
+    ("play", "--device", "tpu", ("auto", "cpu", "cuda", "cuda:N")),
+])
+def test_fixed_choices_are_listed_in_help_and_refused_in_one_line(
+        tmp_path: Path, command: str, flag: str, bad: str, choices: tuple[str, ...]) -> None:
+    """A fixed set of values is listed in the command's --help, and any other value is refused
+    while parsing: one line that names the option, the value and every choice, exit 2."""
+    shown = _help_text(command)
+    assert "<" + "|".join(choices) + ">" in shown
+    message = assert_clean_error(invoke(command, flag, bad, str(tmp_path / "in.mp4")))
+    assert flag in message and bad in message and "Value error" not in message
+    assert all(f"'{c}'" in message for c in choices)
+    assert files_under(tmp_path) == set()
+
+
+def _help_text(command: str) -> str:
+    """--help rendered wide enough that no choice list is wrapped."""
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_cli_choices_are_the_librarys() -> None:
+    """The CLI's fixed sets (kept in genie_cli so --help never imports the library) are the sets
+    the library accepts."""
+    from genie_cli import options, record, train
+    from genie_core.tasks.env import PRECISIONS
+    from genie_core.tasks.record import POLICIES
+    from genie_core.training.train import available_stages
+
+    assert options.PRECISIONS == PRECISIONS
+    assert record.POLICIES == POLICIES
+    assert train.STAGE_CHOICES == (*available_stages(), "all")
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12"])
+def test_device_pattern_accepts_every_documented_form(device: str) -> None:
+    from genie_cli.options import device_choice
+
+    assert device_choice(device) == device
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["tokenize", "{clip}", "-o", "{tmp}/out.txt", "--preset", "tiny"], ".npz"),
     (["reconstruct", "{clip}", "-o", "{tmp}/out.avi", "--preset", "tiny"], ".mp4"),
