@@ -30,7 +30,7 @@ from genie_core.tasks.worlds import (
 from genie_core.training.data import VideoEntry
 from genie_core.training.stages.dynamics import true_action_names
 
-SHIPPED = ("sprites", "sprites-truth")
+SHIPPED = ("sprites", "sprites-truth", "coinrun")
 SPRITE_NAMES = ["NOOP", "LEFT", "RIGHT", "UP", "DOWN"]  # examples/sprite_clips.py's ids 0..4
 
 
@@ -55,7 +55,7 @@ def test_shipped_worlds_are_complete_and_small() -> None:
     from genie_core.io.checkpoint_format import read_metadata
 
     worlds = list_worlds()
-    assert [w.name for w in worlds][:2] == list(SHIPPED)
+    assert [w.name for w in worlds][:3] == list(SHIPPED)
     assert [w.name for w in worlds if w.is_default] == [default_world().name]
     for w in worlds:
         assert w.weights.is_file() and w.size_bytes <= 25 * 2 ** 20
@@ -73,7 +73,7 @@ def test_listing_is_torch_free() -> None:
     code = ("import sys, genie_core.tasks.worlds as w; names = [x.name for x in w.list_worlds()]; "
             "assert 'torch' not in sys.modules, 'torch imported'; print(','.join(names))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().split(",")[:2] == list(SHIPPED)
+    assert out.stdout.strip().split(",")[:3] == list(SHIPPED)
 
 
 def test_a_world_is_its_files_plus_a_manifest_entry(tmp_path: Path) -> None:
@@ -118,14 +118,15 @@ def test_play_without_world_plays_the_default_from_its_prompt(tmp_path: Path) ->
     result = CliRunner().invoke(app, ["play", "--actions", "0,1,2", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert len(_read_frames(out)) == 4  # the prompt + one frame per action
-    gif = tmp_path / "out.gif"  # lossless: the first frame is the shipped prompt
+    gif = tmp_path / "out.gif"  # the first frame is the shipped prompt (up to GIF's 256-colour palette)
     result = CliRunner().invoke(app, ["play", "--actions", "3", "-o", str(gif), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["frames"] == 2
     frames = _read_frames(gif)[..., :3]
     world = default_world()
-    prompt = read_image(world.prompt, size=tuple(frames.shape[1:3]))
-    assert np.array_equal(frames[0], prompt)
+    prompt = read_image(world.prompt, size=tuple(frames.shape[1:3])).astype(np.int64)
+    assert np.abs(frames[0].astype(np.int64) - prompt).mean() < 4.0
+    assert np.abs(frames[0].astype(np.int64) - prompt).mean() < np.abs(frames[1].astype(np.int64) - prompt).mean()
 
 
 def test_play_list_and_worlds_command() -> None:
