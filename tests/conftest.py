@@ -137,3 +137,16 @@ def tok_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tok.safetensors"
     VideoTokenizer.from_config(cfg.tokenizer).save(path, extra={"data": json.dumps(to_dict(cfg.data))})
     return path
+
+
+@pytest.fixture(scope="module")
+def world_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny world (16x16 frames, 4 latent actions) saved as a bundle."""
+    import torch
+
+    from genie_core.models.world import World
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("world") / "world.safetensors"
+    World.from_preset("tiny").save(path)
+    return path

@@ -44,19 +44,6 @@ def read_frames(path: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def world_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained tiny world (16x16 frames, 4 latent actions) saved as a bundle."""
-    import torch
-
-    from genie_core.models.world import World
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("world") / "world.safetensors"
-    World.from_preset("tiny").save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def prompt_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 40x24 prompt image: not the world's size, so it must be fitted."""
     from genie_core.io.pictures import write_png

@@ -19,18 +19,6 @@ from genie_cli.app import app
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-@pytest.fixture(scope="module")
-def world_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from genie_core.models.world import World
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("world") / "world.safetensors"
-    World.from_preset("tiny").save(path)
-    return path
-
-
 @pytest.fixture
 def prompt_png(tmp_path: Path) -> Path:
     from genie_core.io.pictures import write_png

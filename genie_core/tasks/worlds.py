@@ -131,16 +131,7 @@ def set_action_names(src: str | Path, dst: str | Path, names: Sequence[str]) -> 
     """Copy world ``src`` to ``dst`` with ``dynamics.action_names`` set to ``names`` (one per
     true action), weights unchanged: for worlds trained on true actions before the dynamics
     stage stored the names. Only a world driven by true actions takes names."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    from genie_core.io.atomic import atomic_path
-
-    with safe_open(str(src), framework="pt") as fh:
-        meta = dict(fh.metadata() or {})
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    if meta.get("kind") != "world":
-        raise ArgumentError(f"{src} is not a world (kind {meta.get('kind')!r})")
+    tensors, meta = _read_world(src)
     config = json.loads(meta["config"])
     dyn = config["dynamics"]
     if dyn.get("action_source") != "truth":
@@ -150,8 +141,7 @@ def set_action_names(src: str | Path, dst: str | Path, names: Sequence[str]) -> 
                             f"got {list(names)}")
     dyn["action_names"] = list(names)
     meta["config"] = json.dumps(config, sort_keys=True)
-    with atomic_path(dst) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    _write_world(dst, tensors, meta)
 
 
 def cast_world(src: str | Path, dst: str | Path, dtype: str = "bf16") -> None:
@@ -160,19 +150,32 @@ def cast_world(src: str | Path, dst: str | Path, dtype: str = "bf16") -> None:
     dtype, so a cast world plays like the original up to bf16 rounding of its weights: evaluate
     the cast file itself."""
     import torch
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    from genie_core.io.atomic import atomic_path
 
     target = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(dtype)
     if target is None:
         raise ArgumentError(f"dtype must be bf16 or fp32, got {dtype!r}")
+    tensors, meta = _read_world(src)
+    tensors = {k: (v.to(target) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+    _write_world(dst, tensors, meta)
+
+
+def _read_world(src: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """A world file's tensors and metadata; anything but a world is refused."""
+    from safetensors import safe_open
+
     with safe_open(str(src), framework="pt") as fh:
         meta = dict(fh.metadata() or {})
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     if meta.get("kind") != "world":
         raise ArgumentError(f"{src} is not a world (kind {meta.get('kind')!r})")
-    tensors = {k: (v.to(target) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+    return tensors, meta
+
+
+def _write_world(dst: str | Path, tensors: dict[str, Any], meta: dict[str, str]) -> None:
+    """Write a world file atomically (a temporary file, then a rename)."""
+    from safetensors.torch import save_file
+
+    from genie_core.io.atomic import atomic_path
+
     with atomic_path(dst) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
