@@ -6,8 +6,9 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from genie_core.models.layers.st_transformer import STTransformer, apply_rotary, rotary_angles
+from genie_core.models.layers.st_transformer import STTransformer, apply_rotary, grid_angles, rotary_angles
 
 B, T, S, D = 2, 5, 6, 32
 
@@ -197,3 +198,39 @@ def test_slice_of_the_receptive_field_equals_the_banded_full_forward() -> None:
     torch.testing.assert_close(part[:, -1], full[:, -1], rtol=0, atol=1e-5)
     shorter = model(x[:, -(keep - 1):], window=window, start=frames - keep + 1)
     assert not torch.allclose(shorter[:, -1], full[:, -1], rtol=0, atol=1e-5)
+
+
+def test_explicit_training_attention_matches_the_fused_kernel_in_values_and_gradients():
+    """Training's temporal attention is softmax(q k^T) v written out (the fused CPU kernel's
+    backward was 6x slower there): same outputs and gradients as SDPA under the band mask."""
+    from genie_core.models.layers.st_transformer import _band_mask, _explicit_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(6, 2, 10, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    band = _band_mask(10, 10, 4, torch.device("cpu"))
+    g = torch.randn(6, 2, 10, 8, dtype=torch.float64)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=band)
+    out = _explicit_attention(q, k, v, band)
+    torch.testing.assert_close(out, ref)
+    for a, b in zip(torch.autograd.grad(ref, (q, k, v), g), torch.autograd.grad(out, (q, k, v), g)):
+        torch.testing.assert_close(a, b)
+
+
+def test_fused_rotation_gives_the_bits_of_apply_rotary_outside_training():
+    """_rotate with fp32 tables (play, evaluation) is apply_rotary / apply_grid_rotary bit for
+    bit in bf16 and fp32 (samples unchanged); in training its bf16 tables stay within bf16 error."""
+    from genie_core.models.layers.st_transformer import _frame_table, _grid_table, _rotate, apply_grid_rotary
+
+    torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(3, 5, 2, 16).to(dtype)  # (N, T, H, Dh)
+        cos, sin = rotary_angles(torch.arange(7, 12), 16)
+        ref = apply_rotary(x.transpose(1, 2), cos, sin).transpose(1, 2)
+        assert torch.equal(_rotate(x, _frame_table(7, 5, 16, 2, torch.float32, cpu)), ref)
+        g = torch.randn(3, 12, 2, 16).to(dtype)  # a 3 x 4 grid
+        ref_g = apply_grid_rotary(g.transpose(1, 2), grid_angles(3, 4, 16)).transpose(1, 2)
+        assert torch.equal(_rotate(g, _grid_table(3, 4, 16, 2, torch.float32, cpu)), ref_g)
+    low = _rotate(g, _grid_table(3, 4, 16, 2, torch.bfloat16, cpu))
+    torch.testing.assert_close(low.float(), ref_g.float(), atol=0.05, rtol=0.02)
+

@@ -35,19 +35,50 @@ def rotary_angles(positions: Tensor, head_dim: int, base: float = 10000.0) -> tu
     return (angles.cos().to(positions.device, torch.float32), angles.sin().to(positions.device, torch.float32))
 
 
+def _full_width(cos_parts: tuple[Tensor, ...], sin_parts: tuple[Tensor, ...], heads: int,
+                dtype: torch.dtype) -> tuple[Tensor, Tensor, int]:
+    """Rotation tables over every head for ``_rotate``: cos (P, heads, Dh) and the signed sin of
+    each half-split group (one group for time, two for the grid's rows and columns). Made
+    whole, not broadcast: a broadcast fp32 table over a bf16 x took 3-6x as long on CPU."""
+    cos = torch.cat([torch.cat((c, c), dim=-1) for c in cos_parts], dim=-1)
+    sin = torch.cat([torch.cat((-s, s), dim=-1) for s in sin_parts], dim=-1)
+    whole = lambda t: t[:, None].expand(-1, heads, -1).to(dtype).contiguous()  # noqa: E731
+    return whole(cos), whole(sin), len(cos_parts)
+
+
 @functools.lru_cache(maxsize=256)
-def _frame_angles(start: int, count: int, head_dim: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """rotary_angles of frames start..start+count-1, memoised: every layer and every MaskGIT
-    step of a frame asks for the same ones. Made outside inference mode, so a table first built
+def _frame_table(start: int, count: int, head_dim: int, heads: int, dtype: torch.dtype,
+                 device: torch.device) -> tuple[Tensor, Tensor, int]:
+    """The rotation of frames start..start+count-1, memoised: every layer and every MaskGIT
+    step of a frame asks for the same one. Made outside inference mode, so a table first built
     during play can still be used by training (inference tensors cannot join autograd)."""
     with torch.inference_mode(False), torch.no_grad():
-        return rotary_angles(torch.arange(start, start + count, device=device), head_dim)
+        cos, sin = rotary_angles(torch.arange(start, start + count, device=device), head_dim)
+        return _full_width((cos,), (sin,), heads, dtype)
 
 
 @functools.lru_cache(maxsize=64)
-def _grid_angles_cached(height: int, width: int, head_dim: int, device: torch.device) -> tuple[Tensor, ...]:
+def _grid_table(height: int, width: int, head_dim: int, heads: int, dtype: torch.dtype,
+                device: torch.device) -> tuple[Tensor, Tensor, int]:
     with torch.inference_mode(False), torch.no_grad():
-        return grid_angles(height, width, head_dim, device)
+        cos_r, sin_r, cos_c, sin_c = grid_angles(height, width, head_dim, device)
+        return _full_width((cos_r, cos_c), (sin_r, sin_c), heads, dtype)
+
+
+def _table_dtype(x: Tensor) -> torch.dtype:
+    """fp32 tables (the products and sums of ``apply_rotary``, the same bits) except in training,
+    where tables in x's dtype halve the memory traffic (a few bf16 roundings more)."""
+    return x.dtype if torch.is_grad_enabled() else torch.float32
+
+
+def _rotate(x: Tensor, table: tuple[Tensor, Tensor, int]) -> Tensor:
+    """``apply_rotary`` (one group) or ``apply_grid_rotary`` (two) in a few passes over x
+    (..., P, H, Dh) with (P, H, Dh) tables: with fp32 tables the same products and sums as
+    ``apply_rotary``, so the same bits (an fp32 table promotes a bf16 x exactly; the sign lives
+    in the table), without splitting, upcasting and concatenating."""
+    cos, sin, groups = table
+    swapped = x.unflatten(-1, (groups, 2, x.shape[-1] // (2 * groups))).flip(-2).flatten(-3)
+    return (x * cos + swapped * sin).to(x.dtype)
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -227,8 +258,11 @@ class Attention(nn.Module):
             self.k_scale = nn.Parameter(torch.ones(self.head_dim))
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x (..., L, D) -> q, k, v each (..., H, L, Dh)."""
-        q, k, v = rearrange(linear2d(self.qkv, x), "... l (three h d) -> three ... h l d", three=3, h=self.heads)
+        """x (..., L, D) -> q, k, v each (..., L, H, Dh): views of one projection, heads beside
+        each other (every later elementwise pass then reads memory in order; a head-major view
+        made the QK-norm and rotary passes several times slower on CPU)."""
+        qkv = linear2d(self.qkv, x).unflatten(-1, (3, self.heads, self.head_dim))
+        q, k, v = qkv.unbind(-3)
         if self.qk_norm:
             # weights in the activations' dtype: a bf16/fp32 mix misses the fused kernel
             q = F.rms_norm(q, (self.head_dim,), self.q_scale.to(q.dtype))
@@ -244,12 +278,14 @@ class SpatialAttention(Attention):
     """Full attention among the S tokens of each frame; x (B, T, S, D). ``grid`` (grid_angles)
     adds 2-D rotary positions to queries and keys."""
 
-    def forward(self, x: Tensor, grid: tuple[Tensor, ...] | None = None) -> Tensor:
+    def forward(self, x: Tensor, grid: tuple[int, int] | None = None) -> Tensor:
         B = x.shape[0]
-        # SDPA's fused CPU kernel takes 4-D inputs only (5-D falls back to the math path).
-        q, k, v = (rearrange(t, "b t h s d -> (b t) h s d") for t in self.project(x))
+        q, k, v = self.project(x)  # (B, T, S, H, Dh)
         if grid is not None:
-            q, k = apply_grid_rotary(q, grid), apply_grid_rotary(k, grid)
+            table = _grid_table(*grid, self.head_dim, self.heads, _table_dtype(q), x.device)
+            q, k = _rotate(q, table), _rotate(k, table)
+        # SDPA's fused CPU kernel takes 4-D inputs only (5-D falls back to the math path).
+        q, k, v = (t.transpose(2, 3).flatten(0, 1) for t in (q, k, v))  # (B*T, H, S, Dh)
         y = rearrange(F.scaled_dot_product_attention(q, k, v), "(b t) h s d -> b t h s d", b=B)
         return self.out(y)
 
@@ -265,10 +301,10 @@ class TemporalAttention(Attention):
     def forward(self, x: Tensor, start: int = 0, cache: LayerCache | None = None,
                 window: int | None = None, update: bool = True) -> Tensor:
         B, T, S, _ = x.shape
-        q, k, v = self.project(rearrange(x, "b t s d -> b s t d").contiguous())  # (B, S, H, T, Dh)
-        q, k, v = (rearrange(t, "b s h t d -> (b s) h t d") for t in (q, k, v))
-        cos, sin = _frame_angles(start, T, self.head_dim, x.device)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k, v = self.project(rearrange(x, "b t s d -> b s t d").contiguous())  # (B, S, T, H, Dh)
+        table = _frame_table(start, T, self.head_dim, self.heads, _table_dtype(q), x.device)
+        q, k = _rotate(q, table), _rotate(k, table)
+        q, k, v = (t.transpose(2, 3).flatten(0, 1) for t in (q, k, v))  # (B*S, H, T, Dh)
         if cache is not None and cache.fast_path(start, T):
             y = cache.attend_one(q, k, v, update)
         else:
@@ -279,7 +315,9 @@ class TemporalAttention(Attention):
                 k = torch.cat((past[0].to(k.dtype), k), dim=2)
                 v = torch.cat((past[1].to(v.dtype), v), dim=2)
             L = k.shape[2]
-            if (window is None or window >= L) and past_len == 0:
+            if torch.is_grad_enabled() and L <= _EXPLICIT_MAX_FRAMES:
+                y = _explicit_attention(q, k, v, _band_mask(T, L, window, x.device))
+            elif (window is None or window >= L) and past_len == 0:
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
             elif (window is None or window >= L) and T == 1:  # sees every cached frame
                 y = F.scaled_dot_product_attention(q, k, v)
@@ -289,6 +327,19 @@ class TemporalAttention(Attention):
                 cache.store(k, v, start + T)
         y = rearrange(y, "(b s) h t d -> b t s (h d)", b=B).contiguous()
         return linear2d(self.proj, y)
+
+
+# Training's temporal attention runs over a few frames at each of many positions: there the
+# fused CPU kernel's backward took 6x as long as softmax(q k^T) v written out (bench/bench_attention.py).
+_EXPLICIT_MAX_FRAMES = 64
+
+
+def _explicit_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor) -> Tensor:
+    """softmax(q k^T / sqrt(Dh), masked to ``allowed`` (T, L)) v, through plain matmuls (autograd
+    differentiates them with matmuls too). Every query must see at least one key."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    return torch.matmul(scores.softmax(dim=-1), v)
 
 
 def _band_mask(T: int, L: int, window: int | None, device: torch.device) -> Tensor:
@@ -326,7 +377,8 @@ class STBlock(nn.Module):
         self.ffw = FeedForward(dim, ffw_mult)
 
     def forward(self, x: Tensor, start: int = 0, cache: LayerCache | None = None,
-                window: int | None = None, update: bool = True, grid: tuple[Tensor, ...] | None = None) -> Tensor:
+                window: int | None = None, update: bool = True,
+                grid: tuple[int, int] | None = None) -> Tensor:
         x = x + self.spatial(self.norm_spatial(x), grid)
         x = x + self.temporal(self.norm_temporal(x), start, cache, window, update)
         x = x + self.ffw(self.norm_ffw(x))
@@ -370,12 +422,13 @@ class STTransformer(nn.Module):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def _grid_angles(self, x: Tensor) -> tuple[Tensor, ...] | None:
+    def _grid_angles(self, x: Tensor) -> tuple[int, int] | None:
+        """The (h, w) grid of 2-D rotary positions, checked against x's tokens per frame."""
         if self.grid is None:
             return None
         if x.shape[2] != self.grid[0] * self.grid[1]:
             raise ValueError(f"expected {self.grid[0]} x {self.grid[1]} tokens per frame, got {x.shape[2]}")
-        return _grid_angles_cached(*self.grid, self.dim // self.heads, x.device)
+        return self.grid
 
     def new_cache(self, window: int | None = None) -> KVCache:
         """An empty cache keeping at most ``window`` past frames (None: unbounded)."""
