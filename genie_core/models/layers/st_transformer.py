@@ -5,7 +5,6 @@ time positions), then ONE feed-forward layer; pre-norm. A KV cache decodes frame
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 
@@ -14,97 +13,19 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from genie_core.models.layers.rotary import (
+    _frame_table,
+    _grid_table,
+    _rotate,
+    _table_dtype,
+    apply_grid_rotary,
+    apply_rotary,
+    grid_angles,
+    rotary_angles,
+)
+
 __all__ = ["STTransformer", "STBlock", "KVCache", "LayerCache", "rotary_angles", "apply_rotary", "grid_angles",
            "apply_grid_rotary", "linear2d"]
-
-
-# ----------------------------------------------------------------------------- rotary positions
-
-
-def rotary_angles(positions: Tensor, head_dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
-    """cos, sin of shape (T, head_dim // 2) for integer ``positions`` (T,), in fp32.
-
-    Positions are absolute frame indices: a cached key keeps the rotation of the frame it came
-    from, and q.k then depends only on the distance between frames (RoFormer, Su et al. 2021),
-    so nothing shifts when the window slides.
-    """
-    # In float64 on the CPU (MPS has no float64): an fp32 angle of frame 10,000 is off by up to
-    # 5e-4 rad, so a long play session would drift from a full forward.
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
-    angles = positions.detach().cpu().to(torch.float64)[:, None] * inv_freq[None, :]  # (T, Dh/2)
-    return (angles.cos().to(positions.device, torch.float32), angles.sin().to(positions.device, torch.float32))
-
-
-def _full_width(cos_parts: tuple[Tensor, ...], sin_parts: tuple[Tensor, ...], heads: int,
-                dtype: torch.dtype) -> tuple[Tensor, Tensor, int]:
-    """Rotation tables over every head for ``_rotate``: cos (P, heads, Dh) and the signed sin of
-    each half-split group (one group for time, two for the grid's rows and columns). Made
-    whole, not broadcast: a broadcast fp32 table over a bf16 x took 3-6x as long on CPU."""
-    cos = torch.cat([torch.cat((c, c), dim=-1) for c in cos_parts], dim=-1)
-    sin = torch.cat([torch.cat((-s, s), dim=-1) for s in sin_parts], dim=-1)
-    whole = lambda t: t[:, None].expand(-1, heads, -1).to(dtype).contiguous()  # noqa: E731
-    return whole(cos), whole(sin), len(cos_parts)
-
-
-@functools.lru_cache(maxsize=256)
-def _frame_table(start: int, count: int, head_dim: int, heads: int, dtype: torch.dtype,
-                 device: torch.device) -> tuple[Tensor, Tensor, int]:
-    """The rotation of frames start..start+count-1, memoised: every layer and every MaskGIT
-    step of a frame asks for the same one. Made outside inference mode, so a table first built
-    during play can still be used by training (inference tensors cannot join autograd)."""
-    with torch.inference_mode(False), torch.no_grad():
-        cos, sin = rotary_angles(torch.arange(start, start + count, device=device), head_dim)
-        return _full_width((cos,), (sin,), heads, dtype)
-
-
-@functools.lru_cache(maxsize=64)
-def _grid_table(height: int, width: int, head_dim: int, heads: int, dtype: torch.dtype,
-                device: torch.device) -> tuple[Tensor, Tensor, int]:
-    with torch.inference_mode(False), torch.no_grad():
-        cos_r, sin_r, cos_c, sin_c = grid_angles(height, width, head_dim, device)
-        return _full_width((cos_r, cos_c), (sin_r, sin_c), heads, dtype)
-
-
-def _table_dtype(x: Tensor) -> torch.dtype:
-    """fp32 tables (the products and sums of ``apply_rotary``, the same bits) except in training,
-    where tables in x's dtype halve the memory traffic (a few bf16 roundings more)."""
-    return x.dtype if torch.is_grad_enabled() else torch.float32
-
-
-def _rotate(x: Tensor, table: tuple[Tensor, Tensor, int]) -> Tensor:
-    """``apply_rotary`` (one group) or ``apply_grid_rotary`` (two) in a few passes over x
-    (..., P, H, Dh) with (P, H, Dh) tables: with fp32 tables the same products and sums as
-    ``apply_rotary``, so the same bits (an fp32 table promotes a bf16 x exactly; the sign lives
-    in the table), without splitting, upcasting and concatenating."""
-    cos, sin, groups = table
-    swapped = x.unflatten(-1, (groups, 2, x.shape[-1] // (2 * groups))).flip(-2).flatten(-3)
-    return (x * cos + swapped * sin).to(x.dtype)
-
-
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate x (..., T, Dh) pairwise (half-split layout) by angles cos/sin (T, Dh/2)."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-    return out.to(x.dtype)
-
-
-def grid_angles(height: int, width: int, head_dim: int, device: torch.device | str = "cpu") -> tuple[Tensor, ...]:
-    """2-D rotary angles for an (height x width) grid in row-major order: (cos_row, sin_row,
-    cos_col, sin_col), each (height * width, head_dim // 4). The first half of a head rotates by
-    the row, the second by the column, so q.k depends only on the offset between two tokens:
-    "the sprite moves one token left" is then one rule at every position."""
-    if head_dim % 4:
-        raise ValueError(f"2-D rotary positions need a head size divisible by 4, got {head_dim}")
-    rows = torch.arange(height, device=device).repeat_interleave(width)
-    cols = torch.arange(width, device=device).repeat(height)
-    return (*rotary_angles(rows, head_dim // 2), *rotary_angles(cols, head_dim // 2))
-
-
-def apply_grid_rotary(x: Tensor, angles: tuple[Tensor, ...]) -> Tensor:
-    """Rotate x (..., S, Dh) by grid_angles (row angles on the first half of Dh, column on the second)."""
-    cos_r, sin_r, cos_c, sin_c = angles
-    xr, xc = x.chunk(2, dim=-1)
-    return torch.cat((apply_rotary(xr, cos_r, sin_r), apply_rotary(xc, cos_c, sin_c)), dim=-1)
 
 
 # ----------------------------------------------------------------------------- KV cache
