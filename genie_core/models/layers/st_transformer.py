@@ -207,7 +207,7 @@ class SpatialAttention(Attention):
             q, k = _rotate(q, table), _rotate(k, table)
         # SDPA's fused CPU kernel takes 4-D inputs only (5-D falls back to the math path).
         q, k, v = (t.transpose(2, 3).flatten(0, 1) for t in (q, k, v))  # (B*T, H, S, Dh)
-        y = rearrange(F.scaled_dot_product_attention(q, k, v), "(b t) h s d -> b t h s d", b=B)
+        y = rearrange(_attend(q, k, v), "(b t) h s d -> b t h s d", b=B)
         return self.out(y)
 
 
@@ -236,7 +236,7 @@ class TemporalAttention(Attention):
                 k = torch.cat((past[0].to(k.dtype), k), dim=2)
                 v = torch.cat((past[1].to(v.dtype), v), dim=2)
             L = k.shape[2]
-            if torch.is_grad_enabled() and L <= _EXPLICIT_MAX_FRAMES:
+            if torch.is_grad_enabled() and L <= _EXPLICIT_MAX_LEN:
                 y = _explicit_attention(q, k, v, _band_mask(T, L, window, x.device))
             elif (window is None or window >= L) and past_len == 0:
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
@@ -250,17 +250,26 @@ class TemporalAttention(Attention):
         return linear2d(self.proj, y)
 
 
-# Training's temporal attention runs over a few frames at each of many positions: there the
-# fused CPU kernel's backward took 6x as long as softmax(q k^T) v written out (bench/bench_attention.py).
-_EXPLICIT_MAX_FRAMES = 64
+# In training, attention over short sequences (a few frames at each position, or the tokens of a
+# small frame) runs faster written out: the fused CPU kernel's backward took 6-10x as long over
+# 16 frames and 4.6x over 64 tokens, but won over 256 tokens of 64-wide heads (bench/bench_attention.py).
+_EXPLICIT_MAX_LEN = 160
 
 
-def _explicit_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor) -> Tensor:
-    """softmax(q k^T / sqrt(Dh), masked to ``allowed`` (T, L)) v, through plain matmuls (autograd
-    differentiates them with matmuls too). Every query must see at least one key."""
+def _explicit_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None = None) -> Tensor:
+    """softmax(q k^T / sqrt(Dh), masked to ``allowed`` (T, L) when given) v, through plain matmuls
+    (autograd differentiates them with matmuls too). Every query must see at least one key."""
     scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
-    scores = scores.masked_fill(~allowed, float("-inf"))
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
     return torch.matmul(scores.softmax(dim=-1), v)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Unmasked attention: written out in training over short sequences, else the fused kernel."""
+    if torch.is_grad_enabled() and k.shape[-2] <= _EXPLICIT_MAX_LEN:
+        return _explicit_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)
 
 
 def _band_mask(T: int, L: int, window: int | None, device: torch.device) -> Tensor:
