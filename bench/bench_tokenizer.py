@@ -4,6 +4,15 @@ the seed README's tokenizer (batch 4, 16 frames of 64x64, 2**18 and 2**10 codes)
 
     nice -n 5 python bench/bench_tokenizer.py                   # all configs, fp32 and bf16
     python bench/bench_tokenizer.py --configs small --precisions bf16 --reps 2
+    python bench/bench_tokenizer.py --against-seed ~/open-genie --configs seed-2^10,seed-2^18
+
+With ``--against-seed PATH`` (a checkout of the earlier port that the user names; nothing is
+downloaded), the seed README's configurations run through the port's own ``genie.VideoTokenizer``
+and through genie_core in alternating subprocesses (``--rounds`` of each, medians), with the
+perceptual loss off in both (the port imports torchvision for it; a stand-in package is put on
+its path when torchvision is missing) and the training step as the seed README writes it:
+``loss, aux = tokenizer(video); loss.backward()`` and an AdamW step over every parameter. The
+ratios printed are port time over genie time, both measured in this run.
 
 Each (config, precision) runs in its own subprocess so that peak memory (ru_maxrss) is its own;
 the bf16/fp32 ratios are between subprocesses of this one run. Each worker first measures how
@@ -66,18 +75,51 @@ def _random_vgg16(home: Path) -> None:
     torch.save(state, home / "hub" / "checkpoints" / "vgg16-397923af.pth")
 
 
-def build(name: str):
-    from genie_core.models.tokenizer import VideoTokenizer
-
+def build(name: str, seed_path: str | None = None, perceptual: bool = True):
+    """The config's tokenizer from genie_core, or with ``seed_path`` from the port's ``genie``
+    package (the same README arguments); ``perceptual`` False turns the VGG16 loss off."""
+    if seed_path is None:
+        from genie_core.models.tokenizer import VideoTokenizer
+    else:
+        VideoTokenizer = _seed_tokenizer_class(seed_path)
     if name == "small":
         return VideoTokenizer.from_preset("small")
     bits = 18 if name == "seed-2^18" else 10
     enc = [list(b) for b in SEED_ENC_DESC]
     enc[-1] = ["proj_out", {**enc[-1][1], "out_channels": bits}]
-    return VideoTokenizer(enc_desc=enc, disc_kwargs=SEED_DISC, d_codebook=bits, n_codebook=1,
-                          lfq_bias=True, lfq_frac_sample=1.0, lfq_commit_weight=0.25,
-                          lfq_entropy_weight=0.1, lfq_diversity_weight=1.0, perceptual_model="vgg16",
+    if seed_path is not None:
+        enc = tuple((kind, dict(kw)) for kind, kw in enc)  # the README passes tuples
+    # The decoder mirrors the encoder on both sides: the README's MAGVIT2_DEC_DESC upsamples time
+    # 4x after this encoder's 2x, so it cannot reconstruct the input's shape.
+    return VideoTokenizer(enc_desc=enc, disc_kwargs=SEED_DISC, d_codebook=bits,
+                          n_codebook=1, lfq_bias=True, lfq_frac_sample=1.0, lfq_commit_weight=0.25,
+                          lfq_entropy_weight=0.1, lfq_diversity_weight=1.0,
+                          perceptual_model="vgg16" if perceptual else None,
                           gan_discriminate="frames", gan_frames_per_batch=4)
+
+
+def _seed_tokenizer_class(seed_path: str):
+    """``genie.VideoTokenizer`` from the checkout at seed_path (a stand-in torchvision on the
+    path when the real one is missing: the port imports it for its perceptual loss only)."""
+    root = Path(seed_path).expanduser().resolve()
+    if not (root / "genie" / "__init__.py").is_file():
+        raise SystemExit(f"{root}: no genie/__init__.py (pass the root of an open-genie checkout)")
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        stub = Path(tempfile.mkdtemp(prefix="torchvision_stub_"))
+        (stub / "torchvision" / "models").mkdir(parents=True)
+        (stub / "torchvision" / "__init__.py").write_text("from . import models\n")
+        (stub / "torchvision" / "models" / "__init__.py").write_text(
+            "def _missing(*a, **k):\n    raise ImportError('torchvision stand-in: perceptual loss is off')\n"
+            "get_model = get_model_weights = vgg16 = VGG16_Weights = _missing\n")
+        sys.path.insert(0, str(stub))
+    sys.path.insert(0, str(root))
+    import genie
+
+    if Path(genie.__file__).resolve().parent != root / "genie":
+        raise SystemExit(f"imported genie from {genie.__file__}, not from {root}")
+    return genie.VideoTokenizer
 
 
 def _timed(fn, reps: int) -> float:
@@ -103,7 +145,9 @@ def conv_probe(device) -> float:
     return flops / _timed(lambda: F.conv3d(x, w, padding=1), 3) / 1e9
 
 
-def worker(name: str, precision: str, reps: int, threads: int, device: str) -> dict:
+def worker(name: str, precision: str, reps: int, threads: int, device: str, impl: str = "genie",
+           seed_path: str | None = None, batch: int = 0, frames: int = 0) -> dict:
+    """One config in one precision through genie_core (impl "genie") or the port ("seed")."""
     import torch
 
     from genie_core.runtime import autocast, resolve_device
@@ -115,8 +159,10 @@ def worker(name: str, precision: str, reps: int, threads: int, device: str) -> d
     os.environ["TORCH_HOME"] = str(home)
     dev = resolve_device(device)
     probe = conv_probe(dev)
-    _, batch, frames = CONFIGS[name]
-    model = build(name).to(dev)
+    _, default_batch, default_frames = CONFIGS[name]
+    batch, frames = batch or default_batch, frames or default_frames
+    against = seed_path is not None  # both sides timed the seed README's way, perceptual off
+    model = build(name, seed_path if impl == "seed" else None, perceptual=not against).to(dev)
     size = model.config.disc.inp_size if model.config.disc else (64, 64)
     video = (torch.rand(batch, 3, frames, *size, device=dev) * 2 - 1)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -139,6 +185,24 @@ def worker(name: str, precision: str, reps: int, threads: int, device: str) -> d
     dec_s = _timed(decode, reps)
 
     model.train()
+    if against:  # the seed README's training step, the same code for both
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def readme_step():
+            with autocast(dev, precision):
+                loss, _ = model(video)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sync()
+
+        step_s = _timed(readme_step, max(1, reps - 1))
+        peak = (torch.cuda.max_memory_allocated() / 2 ** 30 if dev.type == "cuda" else
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
+        return {"config": name, "impl": impl, "precision": precision, "batch": batch, "frames": frames,
+                "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+                "encode_clips_s": batch / enc_s, "decode_clips_s": batch / dec_s, "step_s": step_s,
+                "peak_GiB": peak, "threads": threads, "device": str(dev), "fp32_conv_gflops": probe}
     gen_opt = torch.optim.AdamW(list(model.generator_parameters()), lr=1e-4)
     disc_opt = torch.optim.AdamW(model.discriminator.parameters(), lr=1e-4) if model.discriminator else None
 
@@ -165,6 +229,62 @@ def worker(name: str, precision: str, reps: int, threads: int, device: str) -> d
             "peak_GiB": peak, "threads": threads, "device": str(dev), "fp32_conv_gflops": probe}
 
 
+def against_seed(args: argparse.Namespace) -> None:
+    """The port and genie alternately, ``--rounds`` times each, in subprocesses; medians; ratios."""
+    rows: dict[tuple[str, str, str], list[dict]] = {}
+    configs = [c for c in args.configs.split(",") if c.startswith("seed")] or ["seed-2^10", "seed-2^18"]
+    for _ in range(args.rounds):
+        for name in configs:
+            for precision in args.precisions.split(","):
+                for impl in ("seed", "genie"):
+                    cmd = [sys.executable, __file__, "--worker", name, precision, "--reps", str(args.reps),
+                           "--threads", str(args.threads), "--device", args.device, "--impl", impl,
+                           "--against-seed", args.against_seed, "--batch", str(args.batch),
+                           "--frames", str(args.frames), "--mem-limit-gb", str(args.mem_limit_gb)]
+                    print(f"# running {impl} {name} {precision} ...", file=sys.stderr, flush=True)
+                    proc = subprocess.run(cmd, capture_output=True, text=True)
+                    if proc.returncode != 0:
+                        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                        res = {"config": name, "impl": impl, "precision": precision, "failed": tail[-200:]}
+                    else:
+                        res = json.loads(proc.stdout.strip().splitlines()[-1])
+                    rows.setdefault((name, precision, impl), []).append(res)
+                    if args.json:
+                        print(json.dumps(res), flush=True)
+    keys = ("encode_clips_s", "decode_clips_s", "step_s", "peak_GiB")
+
+    def med(name: str, precision: str, impl: str) -> dict | None:
+        ok = [r for r in rows.get((name, precision, impl), []) if "failed" not in r]
+        return {k: statistics.median(r[k] for r in ok) for k in keys} if ok else None
+
+    print(f"\n{'config':<11} {'prec':<5} {'impl':<6} {'enc clips/s':>12} {'dec clips/s':>12} {'step s':>8} "
+          f"{'peak GiB':>9}")
+    for name in configs:
+        for precision in args.precisions.split(","):
+            for impl in ("seed", "genie"):
+                m = med(name, precision, impl)
+                if m is None:
+                    fail = rows[(name, precision, impl)][-1].get("failed", "?")
+                    print(f"{name:<11} {precision:<5} {impl:<6} FAILED ({fail})")
+                    continue
+                print(f"{name:<11} {precision:<5} {impl:<6} {m['encode_clips_s']:>12.2f} {m['decode_clips_s']:>12.2f}"
+                      f" {m['step_s']:>8.2f} {m['peak_GiB']:>9.2f}")
+    print("\ngenie over the port, same config and precision, this run (x = times faster):")
+    for name in configs:
+        for precision in args.precisions.split(","):
+            a, b = med(name, precision, "seed"), med(name, precision, "genie")
+            if a and b:
+                line = {"config": name, "precision": precision,
+                        "encode_speedup": b["encode_clips_s"] / a["encode_clips_s"],
+                        "decode_speedup": b["decode_clips_s"] / a["decode_clips_s"],
+                        "step_speedup": a["step_s"] / b["step_s"], "peak_ratio": b["peak_GiB"] / a["peak_GiB"]}
+                print(f"  {name:<11} {precision:<5} encode x{line['encode_speedup']:.2f}  decode "
+                      f"x{line['decode_speedup']:.2f}  step x{line['step_speedup']:.2f}  memory "
+                      f"{line['peak_ratio']:.2f}x of the port's")
+                if args.json:
+                    print(json.dumps({"comparison": line}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list of {', '.join(CONFIGS)}")
@@ -173,10 +293,25 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", action="store_true", help="print one JSON line per result too")
+    ap.add_argument("--against-seed", metavar="PATH", help="a checkout of the earlier port (open-genie): "
+                    "time it and genie side by side on the seed README's configurations")
+    ap.add_argument("--rounds", type=int, default=2, help="with --against-seed: alternations of port and genie")
+    ap.add_argument("--batch", type=int, default=0, help="clips per batch (default: the config's)")
+    ap.add_argument("--frames", type=int, default=0, help="frames per clip (default: the config's)")
+    ap.add_argument("--mem-limit-gb", type=float, default=16.0,
+                    help="with --against-seed: address-space limit of each worker (an OOM is reported, not swapped)")
     ap.add_argument("--worker", nargs=2, metavar=("CONFIG", "PRECISION"), help=argparse.SUPPRESS)
+    ap.add_argument("--impl", default="genie", choices=("genie", "seed"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.reps, args.threads, args.device)))
+        if args.against_seed and args.mem_limit_gb > 0:
+            limit = int(args.mem_limit_gb * 2 ** 30)
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        print(json.dumps(worker(*args.worker, args.reps, args.threads, args.device, args.impl,
+                                args.against_seed, args.batch, args.frames)))
+        return
+    if args.against_seed:
+        against_seed(args)
         return
     results = {}
     for name in args.configs.split(","):
