@@ -541,3 +541,22 @@ def test_ddp_learned_codebook_through_the_continuous_phase(tmp_path):
     assert "vq.ema_sum" not in w0 and bool(w0["vq.initialized"])
     for key in w0:
         assert torch.equal(w0[key], w1[key]), key
+
+
+def test_crossfit_mapping_accuracy_is_not_fooled_by_windows_that_share_one_action():
+    """Windows whose transitions share one latent and one true action, unrelated to each other:
+    a map fitted on the same windows scores high, the cross-fitted one does not; a latent that
+    names the true action scores 1 either way."""
+    from genie_core.metrics import mapping_accuracy
+    from genie_core.training.stages.lam import _crossfit_mapping_accuracy
+
+    g = torch.Generator().manual_seed(0)
+    n, t = 24, 7
+    latent = torch.randint(0, 6, (n, 1), generator=g).expand(n, t)
+    truth = torch.randint(0, 9, (n, 1), generator=g).expand(n, t)
+    same = mapping_accuracy(latent.flatten(), truth.flatten())[0]
+    crossed = _crossfit_mapping_accuracy(latent, truth)
+    assert same > 0.3 and crossed < same - 0.15
+    paired = ((torch.arange(n) // 2) % 6)[:, None].expand(n, t)  # every code in both halves
+    assert _crossfit_mapping_accuracy(paired, paired * 2 + 1) == 1.0
+    assert _crossfit_mapping_accuracy(latent[:1], truth[:1]) is None

@@ -74,14 +74,17 @@ class LamStage(Stage):
                "mse": float(np.mean(mses)), "mse_copy_baseline": float(np.mean(copy_mses)),
                "codebook_usage": usage, "perplexity": perplexity}
         if truth and len(truth) == len(ids):
-            latent, true = ids_all.flatten(), torch.cat(truth).flatten()
+            windows, true_windows = ids_all.flatten(1), torch.cat(truth).flatten(1)  # (N, T-1)
+            latent, true = windows.flatten(), true_windows.flatten()
             known = true >= 0
             if known.any():
-                latent, true = latent[known], true[known]
-                out["nmi"] = nmi(latent, true)
-                out["mapping_accuracy"] = mapping_accuracy(latent, true)[0]
-                counts = torch.bincount(true)
+                out["nmi"] = nmi(latent[known], true[known])
+                out["mapping_accuracy"] = mapping_accuracy(latent[known], true[known])[0]
+                counts = torch.bincount(true[known])
                 out["majority_accuracy"] = float(counts.max() / counts.sum())  # chance level
+                crossed = _crossfit_mapping_accuracy(windows, true_windows)
+                if crossed is not None:
+                    out["mapping_accuracy_crossfit"] = crossed
         return out
 
     def sample_picture(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> np.ndarray:
@@ -105,3 +108,24 @@ class LamStage(Stage):
     def describe(self, model: nn.Module) -> dict:
         return {"parameters": sum(p.numel() for p in model.parameters()),
                 "num_actions": int(model.num_actions)}
+
+
+def _crossfit_mapping_accuracy(latent: torch.Tensor, truth: torch.Tensor) -> float | None:
+    """Mapping accuracy with the latent -> true map fitted on half of the windows (N, T-1) and
+    scored on the other half, both ways: on a few dozen windows the map fitted and scored on the
+    same transitions reads high (CoinRun, sticky actions: 0.31 on 32 windows of 8 frames from
+    latents that score 0.21 over 3100 held-out transitions), because a window's transitions
+    mostly share one action. None with fewer than 2 windows."""
+    if latent.shape[0] < 2:
+        return None
+    halves = (torch.arange(latent.shape[0]) % 2 == 0, torch.arange(latent.shape[0]) % 2 == 1)
+    hits, total = 0, 0
+    for fit, score in (halves, halves[::-1]):
+        lf, tf = latent[fit].flatten(), truth[fit].flatten()
+        _, mapping = mapping_accuracy(lf[tf >= 0], tf[tf >= 0]) if (tf >= 0).any() else (0.0, {})
+        ls, ts = latent[score].flatten(), truth[score].flatten()
+        keep = ts >= 0
+        predicted = torch.tensor([mapping.get(int(a), -1) for a in ls[keep]], dtype=torch.long)
+        hits += int((predicted == ts[keep]).sum())
+        total += int(keep.sum())
+    return hits / total if total else None
