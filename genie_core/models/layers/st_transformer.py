@@ -259,10 +259,14 @@ _EXPLICIT_MAX_LEN = 160
 def _explicit_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None = None) -> Tensor:
     """softmax(q k^T / sqrt(Dh), masked to ``allowed`` (T, L) when given) v, through plain matmuls
     (autograd differentiates them with matmuls too). Every query must see at least one key."""
-    scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    return torch.matmul(scores.softmax(dim=-1), v)
+    # In fp32, as the fused kernel accumulates: bf16 scores (an ulp of 0.03 at 5) and bf16
+    # probabilities trained a measurably worse quickstart world. Over so few keys it costs little.
+    wide = torch.promote_types(q.dtype, torch.float32)
+    with torch.autocast(q.device.type, enabled=False):
+        scores = torch.matmul(q.to(wide), k.to(wide).transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        return torch.matmul(scores.softmax(dim=-1), v.to(wide)).to(q.dtype)
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
