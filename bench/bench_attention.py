@@ -1,6 +1,6 @@
 """Attention and rotary positions in a training step's shapes: the fused CPU kernel
 (scaled_dot_product_attention) against softmax(q k^T) v written out, forward + backward, and the
-rotary pass with broadcast fp32 tables against whole tables in the activations' dtype. Interleaved
+rotary pass with split, upcast, concatenated halves against whole fp32 tables. Interleaved
 rounds, medians, ratios within this run (the ST transformer's choices rest on these figures).
 
     python bench/bench_attention.py                  # the coinrun preset's dynamics step shapes
@@ -62,7 +62,7 @@ def main() -> None:
     x = torch.randn(B * T, S, H, Dh, dtype=bf16, requires_grad=True)
     gx = torch.randn(B * T, S, H, Dh, dtype=bf16)
     angles = grid_angles(side, side, Dh)
-    whole = _grid_table(side, side, Dh, H, bf16, torch.device("cpu"))
+    whole = _grid_table(side, side, Dh, H, torch.float32, torch.device("cpu"))  # what training uses
 
     def old_rotary():  # head-major, broadcast fp32 angles, split-upcast-concatenate
         apply_grid_rotary(x.transpose(1, 2), angles).backward(gx.transpose(1, 2))
@@ -84,7 +84,7 @@ def main() -> None:
         b, n = statistics.median(times["base"]), statistics.median(times["new"])
         labels = {"temporal": ("fused SDPA, band mask", "explicit softmax"),
                   "spatial": ("fused SDPA", "explicit softmax"),
-                  "rotary": ("split fp32 (apply_grid_rotary)", "whole bf16 tables (_rotate)")}[name]
+                  "rotary": ("split fp32 (apply_grid_rotary)", "whole fp32 tables (_rotate)")}[name]
         if args.json:
             print(json.dumps({"case": name, "threads": args.threads, "base": labels[0], "base_ms": b * 1e3,
                               "new": labels[1], "new_ms": n * 1e3, "speedup": b / n}))
