@@ -186,45 +186,40 @@ def worker(name: str, precision: str, reps: int, threads: int, device: str, impl
 
     model.train()
     if against:  # the seed README's training step, the same code for both
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        params = list(model.parameters())
+        opt = torch.optim.AdamW(params, lr=1e-4)
 
-        def readme_step():
+        def step():
             with autocast(dev, precision):
                 loss, _ = model(video)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sync()
+    else:
+        params = list(model.generator_parameters())
+        gen_opt = torch.optim.AdamW(params, lr=1e-4)
+        disc_opt = torch.optim.AdamW(model.discriminator.parameters(), lr=1e-4) if model.discriminator else None
 
-        step_s = _timed(readme_step, max(1, reps - 1))
-        peak = (torch.cuda.max_memory_allocated() / 2 ** 30 if dev.type == "cuda" else
-                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
-        return {"config": name, "impl": impl, "precision": precision, "batch": batch, "frames": frames,
-                "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
-                "encode_clips_s": batch / enc_s, "decode_clips_s": batch / dec_s, "step_s": step_s,
-                "peak_GiB": peak, "threads": threads, "device": str(dev), "fp32_conv_gflops": probe}
-    gen_opt = torch.optim.AdamW(list(model.generator_parameters()), lr=1e-4)
-    disc_opt = torch.optim.AdamW(model.discriminator.parameters(), lr=1e-4) if model.discriminator else None
-
-    def step():
-        with autocast(dev, precision):
-            loss, _, rec = model.generator_loss(video)
-        gen_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gen_opt.step()
-        if disc_opt is not None:
+        def step():
             with autocast(dev, precision):
-                d_loss, _ = model.discriminator_loss(video, rec)
-            disc_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            disc_opt.step()
-        sync()
+                loss, _, rec = model.generator_loss(video)
+            gen_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gen_opt.step()
+            if disc_opt is not None:
+                with autocast(dev, precision):
+                    d_loss, _ = model.discriminator_loss(video, rec)
+                disc_opt.zero_grad(set_to_none=True)
+                d_loss.backward()
+                disc_opt.step()
+            sync()
 
     step_s = _timed(step, max(1, reps - 1))
     peak = (torch.cuda.max_memory_allocated() / 2 ** 30 if dev.type == "cuda" else
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)  # KiB -> GiB on Linux
-    return {"config": name, "precision": precision, "batch": batch, "frames": frames,
-            "params_M": sum(p.numel() for p in model.generator_parameters()) / 1e6,
+    return {"config": name, "impl": impl, "precision": precision, "batch": batch, "frames": frames,
+            "params_M": sum(p.numel() for p in params) / 1e6,
             "encode_clips_s": batch / enc_s, "decode_clips_s": batch / dec_s, "step_s": step_s,
             "peak_GiB": peak, "threads": threads, "device": str(dev), "fp32_conv_gflops": probe}
 
