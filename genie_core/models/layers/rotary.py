@@ -56,18 +56,13 @@ def _grid_table(height: int, width: int, head_dim: int, heads: int, dtype: torch
         return _full_width((cos_r, cos_c), (sin_r, sin_c), heads, dtype)
 
 
-def _table_dtype(x: Tensor) -> torch.dtype:
-    """fp32 tables: the products and sums of ``apply_rotary``, the same bits, in training as in
-    play (tables in bf16 made training's rotary pass 1.7x faster, but then the model trains on
-    rotations a few bf16 roundings off those it plays with)."""
-    return torch.float32
-
-
 def _rotate(x: Tensor, table: tuple[Tensor, Tensor, int]) -> Tensor:
     """``apply_rotary`` (one group) or ``apply_grid_rotary`` (two) in a few passes over x
     (..., P, H, Dh) with (P, H, Dh) tables: with fp32 tables the same products and sums as
     ``apply_rotary``, so the same bits (an fp32 table promotes a bf16 x exactly; the sign lives
-    in the table), without splitting, upcasting and concatenating."""
+    in the table), without splitting, upcasting and concatenating. The ST transformer uses fp32
+    tables in training too, so the model trains on the rotations it plays with (bf16 tables made
+    training's rotary pass 1.7x faster, a few bf16 roundings off)."""
     cos, sin, groups = table
     swapped = x.unflatten(-1, (groups, 2, x.shape[-1] // (2 * groups))).flip(-2).flatten(-3)
     return (x * cos + swapped * sin).to(x.dtype)

@@ -17,7 +17,6 @@ from genie_core.models.layers.rotary import (
     _frame_table,
     _grid_table,
     _rotate,
-    _table_dtype,
     apply_grid_rotary,
     apply_rotary,
     grid_angles,
@@ -203,7 +202,7 @@ class SpatialAttention(Attention):
         B = x.shape[0]
         q, k, v = self.project(x)  # (B, T, S, H, Dh)
         if grid is not None:
-            table = _grid_table(*grid, self.head_dim, self.heads, _table_dtype(q), x.device)
+            table = _grid_table(*grid, self.head_dim, self.heads, torch.float32, x.device)
             q, k = _rotate(q, table), _rotate(k, table)
         # SDPA's fused CPU kernel takes 4-D inputs only (5-D falls back to the math path).
         q, k, v = (t.transpose(2, 3).flatten(0, 1) for t in (q, k, v))  # (B*T, H, S, Dh)
@@ -223,7 +222,7 @@ class TemporalAttention(Attention):
                 window: int | None = None, update: bool = True) -> Tensor:
         B, T, S, _ = x.shape
         q, k, v = self.project(rearrange(x, "b t s d -> b s t d").contiguous())  # (B, S, T, H, Dh)
-        table = _frame_table(start, T, self.head_dim, self.heads, _table_dtype(q), x.device)
+        table = _frame_table(start, T, self.head_dim, self.heads, torch.float32, x.device)
         q, k = _rotate(q, table), _rotate(k, table)
         q, k, v = (t.transpose(2, 3).flatten(0, 1) for t in (q, k, v))  # (B*S, H, T, Dh)
         if cache is not None and cache.fast_path(start, T):
@@ -236,7 +235,7 @@ class TemporalAttention(Attention):
                 k = torch.cat((past[0].to(k.dtype), k), dim=2)
                 v = torch.cat((past[1].to(v.dtype), v), dim=2)
             L = k.shape[2]
-            if torch.is_grad_enabled() and L <= _EXPLICIT_MAX_LEN:
+            if _written_out(L):
                 y = _explicit_attention(q, k, v, _band_mask(T, L, window, x.device))
             elif (window is None or window >= L) and past_len == 0:
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
@@ -269,9 +268,14 @@ def _explicit_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None 
         return torch.matmul(scores.softmax(dim=-1), v.to(wide)).to(q.dtype)
 
 
+def _written_out(keys: int) -> bool:
+    """Whether attention over ``keys`` keys takes ``_explicit_attention``: in training, when short."""
+    return torch.is_grad_enabled() and keys <= _EXPLICIT_MAX_LEN
+
+
 def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Unmasked attention: written out in training over short sequences, else the fused kernel."""
-    if torch.is_grad_enabled() and k.shape[-2] <= _EXPLICIT_MAX_LEN:
+    if _written_out(k.shape[-2]):
         return _explicit_attention(q, k, v)
     return F.scaled_dot_product_attention(q, k, v)
 
