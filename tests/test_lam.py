@@ -107,7 +107,9 @@ def test_continuous_warmup_feeds_the_latent_and_skips_the_codebook():
 @pytest.mark.parametrize("override,fragment", [
     ("lam.heads=3", "heads"), ("lam.num_actions=1", "num_actions"),
     ("lam.window_overlap=4", "window_overlap"), ("lam.resolution=[18, 16]", "patch_size"),
-    ("lam.stem=conv", "power-of-two"), ("lam.codebook_ema=1.0", "codebook_ema")])
+    ("lam.stem=conv", "power-of-two"), ("lam.codebook_ema=1.0", "codebook_ema"),
+    ("lam.patch_stride=0", "patch_stride"), ("lam.patch_stride=5", "patch_stride"),
+    ("lam.spatial_positions=learned", "spatial_positions")])
 def test_bad_lam_configs_are_config_errors(override, fragment):
     from genie_core.errors import ConfigError
 
@@ -119,9 +121,13 @@ def test_bad_lam_configs_are_config_errors(override, fragment):
 # ---------------------------------------------------------------------------- causality
 
 
-@pytest.mark.parametrize("stem,pooling", [("linear", "token"), ("conv", "mean")])
-def test_encoder_is_causal_action_t_sees_frames_up_to_t_plus_1(stem, pooling):
-    model = tiny_model(stem=stem, pooling=pooling).eval()
+@pytest.mark.parametrize("stem,pooling,positions,stride", [
+    ("linear", "token", "sincos", None), ("conv", "mean", "sincos", None),
+    ("linear", "token", "rotary", None), ("conv", "mean", "rotary", None),
+    ("linear", "token", "sincos", 2), ("linear", "mean", "rotary", 3)])
+def test_encoder_is_causal_action_t_sees_frames_up_to_t_plus_1(stem, pooling, positions, stride):
+    model = tiny_model(stem=stem, pooling=pooling, spatial_positions=positions,
+                       patch_stride=stride).eval()
     x = video(b=1, t=6)
     base = model.encode(x)
     for k in range(1, 6):
@@ -161,10 +167,11 @@ def _predictions_change(model: LatentActionModel, x: torch.Tensor, k: int) -> to
     return (a["prediction"] - b["prediction"]).abs().amax(dim=(0, 1, 3, 4)) > 1e-5  # (T-1,)
 
 
-def test_no_path_around_the_bottleneck():
+@pytest.mark.parametrize("positions", ["sincos", "rotary"])
+def test_no_path_around_the_bottleneck(positions):
     """With the bottleneck's output constant, the prediction of frame k cannot depend on frame k
     (nor on later frames); with the real bottleneck it does (through the action only)."""
-    model = tiny_model()
+    model = tiny_model(spatial_positions=positions)
     # Give the decoder weights so that its output depends on its inputs at all.
     torch.nn.init.normal_(model.decoder_out.weight, std=0.2)
     model.eval()
@@ -560,3 +567,18 @@ def test_crossfit_mapping_accuracy_is_not_fooled_by_windows_that_share_one_actio
     paired = ((torch.arange(n) // 2) % 6)[:, None].expand(n, t)  # every code in both halves
     assert _crossfit_mapping_accuracy(paired, paired * 2 + 1) == 1.0
     assert _crossfit_mapping_accuracy(latent[:1], truth[:1]) is None
+
+
+def test_overlapping_encoder_patches_see_every_offset_of_the_frame():
+    """patch_stride < patch_size: the encoder's tokens are the patches at every stride (each
+    pixel in patch_size / stride patches a side), and each token's input is exactly its
+    window of the frame and of the frame difference; the decoder keeps non-overlapping patches."""
+    model = tiny_model(patch_stride=2)  # tiny: 16 x 16 frames, 4-pixel patches
+    x = video(b=1, t=3)
+    tokens = model._overlapping_patches(torch.cat((x, x - x.roll(1, dims=2)), dim=1))
+    assert tokens.shape == (1, 3, 7 * 7, 6 * 4 * 4)  # (16 - 4) / 2 + 1 = 7 a side
+    # token (row 2, col 5) of frame 1 is the 4 x 4 window at pixel (4, 10) of frame 1
+    window = x[0, :, 1, 4:8, 10:14]  # (3, 4, 4)
+    assert torch.equal(tokens[0, 1, 2 * 7 + 5, :].view(4, 4, 6)[..., :3], window.permute(1, 2, 0))
+    _, aux = model(x)
+    assert aux["prediction"].shape == (1, 3, 2, 16, 16)

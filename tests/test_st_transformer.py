@@ -234,3 +234,24 @@ def test_fused_rotation_gives_the_bits_of_apply_rotary_outside_training():
     low = _rotate(g, _grid_table(3, 4, 16, 2, torch.bfloat16, cpu))
     torch.testing.assert_close(low.float(), ref_g.float(), atol=0.05, rtol=0.02)
 
+
+
+def test_grid_prefix_tokens_keep_no_position_and_the_grid_rotates_as_without_them():
+    """A pooling token before the grid (grid_prefix=1) is not rotated, and the grid's tokens
+    rotate exactly as they do without it; attention scores between grid tokens then depend only
+    on their offset, and a shape that is not prefix + h * w is refused."""
+    from genie_core.models.layers.st_transformer import _grid_table, _rotate
+
+    torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    x = torch.randn(2, 1 + 12, 2, 16)  # (N, 1 + 3 x 4, H, Dh)
+    with_prefix = _rotate(x, _grid_table(3, 4, 16, 2, torch.float32, cpu, prefix=1))
+    assert torch.equal(with_prefix[:, 0], x[:, 0])
+    assert torch.equal(with_prefix[:, 1:], _rotate(x[:, 1:], _grid_table(3, 4, 16, 2, torch.float32, cpu)))
+    net = STTransformer(32, 1, 2, rotary_grid=True, grid_prefix=1).eval()
+    with torch.no_grad():
+        assert net(torch.randn(1, 2, 13, 32), grid=(3, 4)).shape == (1, 2, 13, 32)
+        with pytest.raises(ValueError, match=r"3 x 4 \+ 1 tokens"):
+            net(torch.randn(1, 2, 12, 32), grid=(3, 4))
+        with pytest.raises(ValueError, match="grid"):
+            net(torch.randn(1, 2, 13, 32))

@@ -29,10 +29,19 @@ class LamConfig:
     # CNN over each frame and its difference to the previous one, stem_channels wide at first;
     # local motion, a product of temporal and spatial differences, is hard for one linear map).
     stem: Literal["linear", "conv"] = "linear"
+    # Encoder patches (linear stem) every patch_stride pixels; < patch_size overlaps them, so
+    # whatever the offset of a moving object against the patch grid, some patch sees it at each
+    # offset (with non-overlapping patches a 4-pixel move split each direction into one latent
+    # per offset). None: patch_size (no overlap). The decoder always uses non-overlapping patches.
+    patch_stride: int | None = None
     stem_channels: int = 16
     # How the encoder names a transition: "token" reads a learned per-frame action token that
     # attends to the frame's patches (it can focus on what moved); "mean" averages the patches.
     pooling: Literal["token", "mean"] = "token"
+    # Patch positions in encoder and decoder: "sincos" (fixed 2-D sine-cosine, added to the
+    # patches) or "rotary" (2-D rotary in spatial attention: attention sees only the offset
+    # between two patches, so "the sprite moved one patch left" is one rule at every position).
+    spatial_positions: Literal["sincos", "rotary"] = "sincos"
     # Decoder outputs x_{t+1} - x_t added to x_t (an identity prior; x_t is already its input).
     predict_residual: bool = True
     recon_loss: Literal["mse", "l1", "mse+l1"] = "mse"
@@ -71,11 +80,20 @@ class LamConfig:
                              f"patch_size ({self.patch_size})")
         if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
             raise ValueError(f"stem 'conv' needs a power-of-two patch_size, got {self.patch_size}")
+        if self.patch_stride is not None and not 1 <= self.patch_stride <= self.patch_size:
+            raise ValueError(f"patch_stride must be in [1, patch_size ({self.patch_size})], got {self.patch_stride}")
+        if self.patch_stride not in (None, self.patch_size) and self.stem != "linear":
+            raise ValueError("patch_stride applies to the linear stem only")
         if self.stem_channels < 1:
             raise ValueError(f"stem_channels must be >= 1, got {self.stem_channels}")
         if self.model_dim % self.heads or (self.model_dim // self.heads) % 2:
             raise ValueError(f"model_dim ({self.model_dim}) must be divisible by heads ({self.heads}) "
                              "into an even head size (rotary positions)")
+        if self.spatial_positions not in ("sincos", "rotary"):
+            raise ValueError(f"spatial_positions must be 'sincos' or 'rotary', got {self.spatial_positions!r}")
+        if self.spatial_positions == "rotary" and (self.model_dim // self.heads) % 4:
+            raise ValueError(f"spatial_positions='rotary' needs a head size divisible by 4, got "
+                             f"{self.model_dim // self.heads}")
         if self.model_dim % 4:
             raise ValueError(f"model_dim must be a multiple of 4 (2D sine positions), got {self.model_dim}")
         if not 0.0 <= self.codebook_ema < 1.0:

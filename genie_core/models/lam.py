@@ -83,7 +83,9 @@ class LatentActionModel(nn.Module, Checkpointable):
             self.encoder_in: nn.Module = ConvStem(3 * in_frames, dim, p, cfg.stem_channels)
         else:
             self.encoder_in = nn.Linear(patch_dim * in_frames, dim)
-        self.encoder = STTransformer(dim, cfg.encoder_depth, cfg.heads, qk_norm=cfg.qk_norm)
+        rotary = cfg.spatial_positions == "rotary"
+        self.encoder = STTransformer(dim, cfg.encoder_depth, cfg.heads, qk_norm=cfg.qk_norm,
+                                     rotary_grid=rotary, grid_prefix=int(cfg.pooling == "token"))
         if cfg.pooling == "token":
             self.action_token = nn.Parameter(torch.randn(dim) * 0.02)
         self.to_action = nn.Linear(dim, cfg.action_dim)
@@ -95,7 +97,8 @@ class LatentActionModel(nn.Module, Checkpointable):
         # Decoder: patches of x_t + embedding of action t -> ST-transformer -> patches of x_{t+1}.
         self.decoder_in = nn.Linear(patch_dim, dim)
         self.action_in = nn.Linear(cfg.action_dim, dim)
-        self.decoder = STTransformer(dim, cfg.decoder_depth, cfg.heads, qk_norm=cfg.qk_norm)
+        self.decoder = STTransformer(dim, cfg.decoder_depth, cfg.heads, qk_norm=cfg.qk_norm,
+                                     rotary_grid=rotary)
         self.decoder_out = nn.Linear(dim, patch_dim)
         if cfg.predict_residual:
             # Start as "the next frame equals this one"; learning then only has to model change.
@@ -126,10 +129,36 @@ class LatentActionModel(nn.Module, Checkpointable):
         return rearrange(patches, "b t (h w) (p1 p2 c) -> b c t (h p1) (w p2)", p1=p, p2=p,
                          h=height // p, c=3)
 
-    def _positions(self, video: Tensor) -> Tensor:
-        p = self.config.patch_size
-        return sincos_2d(video.shape[-2] // p, video.shape[-1] // p, self.config.model_dim,
-                         video.device)  # (S, D)
+    def _grid(self, video: Tensor) -> tuple[int, int]:
+        return video.shape[-2] // self.config.patch_size, video.shape[-1] // self.config.patch_size
+
+    @property
+    def _overlapping(self) -> bool:
+        stride = self.config.patch_stride
+        return stride is not None and stride != self.config.patch_size
+
+    def _encoder_grid(self, video: Tensor) -> tuple[int, int]:
+        if not self._overlapping:
+            return self._grid(video)
+        p, s = self.config.patch_size, self.config.patch_stride
+        return (video.shape[-2] - p) // s + 1, (video.shape[-1] - p) // s + 1
+
+    def _overlapping_patches(self, frames: Tensor) -> Tensor:
+        """(B, C, T, H, W) -> (B, T, h*w, (p1 p2 c)) patches every patch_stride pixels."""
+        p, s = self.config.patch_size, self.config.patch_stride
+        B, C = frames.shape[:2]
+        cols = F.unfold(rearrange(frames, "b c t h w -> (b t) c h w"), p, stride=s)  # (BT, C*p*p, L)
+        return rearrange(cols, "(b t) (c p1 p2) l -> b t l (p1 p2 c)", b=B, c=C, p1=p)
+
+    def _positions(self, grid: tuple[int, int], x: Tensor) -> Tensor | float:
+        """Additive patch positions (S, D) for an h x w grid, or 0 where attention rotates by
+        position instead."""
+        if self.config.spatial_positions == "rotary":
+            return 0.0
+        return sincos_2d(*grid, self.config.model_dim, x.device).to(x.dtype)
+
+    def _transform(self, net: STTransformer, x: Tensor, grid: tuple[int, int]) -> Tensor:
+        return net(x, grid=grid if self.config.spatial_positions == "rotary" else None)
 
     # ------------------------------------------------------------------------------ model
     def encode(self, video: Tensor) -> Tensor:
@@ -147,16 +176,19 @@ class LatentActionModel(nn.Module, Checkpointable):
             B = video.shape[0]
             x = self.encoder_in(rearrange(frames, "b c t h w -> (b t) c h w"))  # (B*T, S, D)
             x = rearrange(x, "(b t) s d -> b t s d", b=B)
+        elif self._overlapping:
+            x = self.encoder_in(self._overlapping_patches(frames))  # (B, T, S', D)
         else:
             x = self.encoder_in(self._patches(frames))  # (B, T, S, D)
-        x = x + self._positions(video).to(x.dtype)
+        grid = self._encoder_grid(video)
+        x = x + self._positions(grid, x)
         if self.config.pooling == "token":
             B, T = x.shape[:2]
             token = self.action_token.to(x.dtype).expand(B, T, 1, -1)
             x = torch.cat((token, x), dim=2)  # (B, T, 1 + S, D): the token joins spatial attention
-            pooled = self.encoder(x)[:, 1:, 0]  # (B, T-1, D)
+            pooled = self._transform(self.encoder, x, grid)[:, 1:, 0]  # (B, T-1, D)
         else:
-            pooled = self.encoder(x)[:, 1:].mean(dim=2)  # (B, T-1, D)
+            pooled = self._transform(self.encoder, x, grid)[:, 1:].mean(dim=2)  # (B, T-1, D)
         return self.to_action(pooled)  # (B, T-1, action_dim)
 
     def decode(self, context: Tensor, actions: Tensor) -> Tensor:
@@ -164,9 +196,10 @@ class LatentActionModel(nn.Module, Checkpointable):
         vectors (B, T', action_dim) taking each to the next; returns (B, 3, T', H, W)."""
         self._check(context, 1)
         patches = self._patches(context)  # (B, T', S, P)
-        x = (self.decoder_in(patches) + self._positions(context).to(patches.dtype)
+        grid = self._grid(context)
+        x = (self.decoder_in(patches) + self._positions(grid, patches)
              + self.action_in(actions)[:, :, None, :])  # action broadcast over space
-        h = self.decoder(x)  # (B, T', S, D)
+        h = self._transform(self.decoder, x, grid)  # (B, T', S, D)
         # The pixel head runs in fp32 even under bf16 autocast: the change it adds to x_t is
         # often a few pixels, and bf16 rounding noise on every static pixel would swamp it.
         with torch.autocast(device_type=h.device.type, enabled=False):

@@ -50,9 +50,15 @@ def _frame_table(start: int, count: int, head_dim: int, heads: int, dtype: torch
 
 @functools.lru_cache(maxsize=64)
 def _grid_table(height: int, width: int, head_dim: int, heads: int, dtype: torch.dtype,
-                device: torch.device) -> tuple[Tensor, Tensor, int]:
+                device: torch.device, prefix: int = 0) -> tuple[Tensor, Tensor, int]:
+    """The grid's rotation, after ``prefix`` unrotated rows (tokens with no position, such as
+    a pooling token before the grid: cos 1, sin 0)."""
     with torch.inference_mode(False), torch.no_grad():
-        cos_r, sin_r, cos_c, sin_c = grid_angles(height, width, head_dim, device)
+        angles = grid_angles(height, width, head_dim, device)
+        if prefix:
+            ones, zeros = angles[0].new_ones(prefix, angles[0].shape[1]), angles[0].new_zeros(prefix, angles[0].shape[1])
+            angles = tuple(torch.cat(((ones, zeros)[i % 2], a)) for i, a in enumerate(angles))
+        cos_r, sin_r, cos_c, sin_c = angles
         return _full_width((cos_r, cos_c), (sin_r, sin_c), heads, dtype)
 
 

@@ -195,14 +195,16 @@ class Attention(nn.Module):
 
 
 class SpatialAttention(Attention):
-    """Full attention among the S tokens of each frame; x (B, T, S, D). ``grid`` (grid_angles)
-    adds 2-D rotary positions to queries and keys."""
+    """Full attention among the S tokens of each frame; x (B, T, S, D). ``grid`` (h, w, prefix)
+    adds 2-D rotary positions to the queries and keys of the h x w tokens after the first
+    ``prefix`` (which keep none)."""
 
-    def forward(self, x: Tensor, grid: tuple[int, int] | None = None) -> Tensor:
+    def forward(self, x: Tensor, grid: tuple[int, int, int] | None = None) -> Tensor:
         B = x.shape[0]
         q, k, v = self.project(x)  # (B, T, S, H, Dh)
         if grid is not None:
-            table = _grid_table(*grid, self.head_dim, self.heads, torch.float32, x.device)
+            h, w, prefix = grid
+            table = _grid_table(h, w, self.head_dim, self.heads, torch.float32, x.device, prefix)
             q, k = _rotate(q, table), _rotate(k, table)
         # SDPA's fused CPU kernel takes 4-D inputs only (5-D falls back to the math path).
         q, k, v = (t.transpose(2, 3).flatten(0, 1) for t in (q, k, v))  # (B*T, H, S, Dh)
@@ -316,7 +318,7 @@ class STBlock(nn.Module):
 
     def forward(self, x: Tensor, start: int = 0, cache: LayerCache | None = None,
                 window: int | None = None, update: bool = True,
-                grid: tuple[int, int] | None = None) -> Tensor:
+                grid: tuple[int, int, int] | None = None) -> Tensor:
         x = x + self.spatial(self.norm_spatial(x), grid)
         x = x + self.temporal(self.norm_temporal(x), start, cache, window, update)
         x = x + self.ffw(self.norm_ffw(x))
@@ -338,12 +340,17 @@ class STTransformer(nn.Module):
     """
 
     def __init__(self, dim: int, depth: int, heads: int, qk_norm: bool = False, ffw_mult: float = 4.0,
-                 grid: tuple[int, int] | None = None) -> None:
+                 grid: tuple[int, int] | None = None, rotary_grid: bool | None = None,
+                 grid_prefix: int = 0) -> None:
         super().__init__()
         self.dim, self.depth, self.heads = dim, depth, heads
-        # (h, w): 2-D rotary positions in spatial attention over an h x w grid of S = h * w tokens.
+        # (h, w): 2-D rotary positions in spatial attention over an h x w grid of S = h * w tokens
+        # (forward's ``grid`` names it per call instead, for models built before the frame size
+        # is known); ``grid_prefix`` tokens before the grid (a pooling token) keep no position.
         self.grid = tuple(grid) if grid is not None else None
-        if self.grid is not None and (dim // heads) % 4:
+        self.rotary_grid = self.grid is not None if rotary_grid is None else rotary_grid
+        self.grid_prefix = grid_prefix
+        if self.rotary_grid and (dim // heads) % 4:
             raise ValueError(f"2-D rotary positions need a head size divisible by 4, got {dim // heads}")
         self.blocks = nn.ModuleList(STBlock(dim, heads, qk_norm, ffw_mult) for _ in range(depth))
         self.norm_out = nn.LayerNorm(dim)
@@ -360,13 +367,20 @@ class STTransformer(nn.Module):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def _grid_angles(self, x: Tensor) -> tuple[int, int] | None:
-        """The (h, w) grid of 2-D rotary positions, checked against x's tokens per frame."""
-        if self.grid is None:
+    def _grid_angles(self, x: Tensor, grid: tuple[int, int] | None) -> tuple[int, int, int] | None:
+        """The (h, w, prefix) of 2-D rotary positions, checked against x's tokens per frame."""
+        if not self.rotary_grid:
+            if grid is not None:
+                raise ValueError("this transformer was built without 2-D rotary positions")
             return None
-        if x.shape[2] != self.grid[0] * self.grid[1]:
-            raise ValueError(f"expected {self.grid[0]} x {self.grid[1]} tokens per frame, got {x.shape[2]}")
-        return self.grid
+        grid = grid if grid is not None else self.grid
+        if grid is None:
+            raise ValueError("2-D rotary positions need the token grid (h, w)")
+        h, w = grid
+        if x.shape[2] != self.grid_prefix + h * w:
+            extra = f" + {self.grid_prefix}" if self.grid_prefix else ""
+            raise ValueError(f"expected {h} x {w}{extra} tokens per frame, got {x.shape[2]}")
+        return h, w, self.grid_prefix
 
     def new_cache(self, window: int | None = None) -> KVCache:
         """An empty cache keeping at most ``window`` past frames (None: unbounded)."""
@@ -375,11 +389,11 @@ class STTransformer(nn.Module):
         return KVCache(window=window)
 
     def forward(self, x: Tensor, cache: KVCache | None = None, update_cache: bool = True,
-                window: int | None = None, start: int = 0) -> Tensor:
+                window: int | None = None, start: int = 0, grid: tuple[int, int] | None = None) -> Tensor:
         if x.ndim != 4:
             raise ValueError(f"STTransformer expects (B, T, S, D), got shape {tuple(x.shape)}")
         x = x.contiguous()
-        grid = self._grid_angles(x)
+        grid = self._grid_angles(x, grid)
         if cache is None:
             for block in self.blocks:
                 x = block(x, start, None, window, grid=grid)
