@@ -243,6 +243,11 @@ def test_run_folder_resumes_with_todays_config() -> None:
     with pytest.raises(Exception, match="lam.model_dim"):  # another model is not this run
         check_resumable(load_preset(MANIFEST["preset"], [*MANIFEST["overrides"], "lam.model_dim=32"]),
                         stage_dir, "lam")
+    # A setting newer than the run (absent from its config) matches at its default only.
+    assert "spatial_positions" not in yaml.safe_load((FIXTURES / "run" / "config.yaml").read_text())["lam"]
+    with pytest.raises(Exception, match="lam.spatial_positions"):
+        check_resumable(load_preset(MANIFEST["preset"], [*MANIFEST["overrides"],
+                                                         "lam.spatial_positions=rotary"]), stage_dir, "lam")
 
 
 def test_dynamics_settings_of_an_older_run_match_todays_derived_ones() -> None:

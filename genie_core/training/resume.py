@@ -62,6 +62,10 @@ def check_resumable(cfg: GenieConfig, stage_dir: Path, stage: str) -> bool:
         raise GenieError(f"{stage_dir.parent} was trained with preset '{saved.get('name')}', "
                          f"not '{cfg.name}'")
     saved_at, now_at = exactness_settings(saved, stage), exactness_settings(to_dict(cfg), stage)
+    # A setting the saved config does not name is newer than the run, which then ran with what
+    # that setting's default does (new settings default to the behaviour from before them).
+    defaults = exactness_settings(to_dict(GenieConfig()), stage)
+    saved_at = {**{k: defaults[k] for k in now_at.keys() - saved_at.keys() if k in defaults}, **saved_at}
     for key in sorted(saved_at.keys() | now_at.keys()):
         if saved_at.get(key) != now_at.get(key):
             raise GenieError(f"--resume: {stage_dir.parent} was trained with {key}="
