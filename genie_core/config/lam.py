@@ -32,7 +32,8 @@ class LamConfig:
     # Encoder patches (linear stem) every patch_stride pixels; < patch_size overlaps them, so
     # whatever the offset of a moving object against the patch grid, some patch sees it at each
     # offset (with non-overlapping patches a 4-pixel move split each direction into one latent
-    # per offset). None: patch_size (no overlap). The decoder always uses non-overlapping patches.
+    # per offset). A divisor of patch_size; None: patch_size (no overlap). The decoder always
+    # uses non-overlapping patches.
     patch_stride: int | None = None
     stem_channels: int = 16
     # How the encoder names a transition: "token" reads a learned per-frame action token that
@@ -80,8 +81,9 @@ class LamConfig:
                              f"patch_size ({self.patch_size})")
         if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
             raise ValueError(f"stem 'conv' needs a power-of-two patch_size, got {self.patch_size}")
-        if self.patch_stride is not None and not 1 <= self.patch_stride <= self.patch_size:
-            raise ValueError(f"patch_stride must be in [1, patch_size ({self.patch_size})], got {self.patch_stride}")
+        if self.patch_stride is not None and not (
+                1 <= self.patch_stride <= self.patch_size and self.patch_size % self.patch_stride == 0):
+            raise ValueError(f"patch_stride must divide patch_size ({self.patch_size}), got {self.patch_stride}")
         if self.patch_stride not in (None, self.patch_size) and self.stem != "linear":
             raise ValueError("patch_stride applies to the linear stem only")
         if self.stem_channels < 1:
