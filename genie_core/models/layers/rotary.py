@@ -54,11 +54,9 @@ def _grid_table(height: int, width: int, head_dim: int, heads: int, dtype: torch
     """The grid's rotation, after ``prefix`` unrotated rows (tokens with no position, such as
     a pooling token before the grid: cos 1, sin 0)."""
     with torch.inference_mode(False), torch.no_grad():
-        angles = grid_angles(height, width, head_dim, device)
-        if prefix:
-            ones, zeros = angles[0].new_ones(prefix, angles[0].shape[1]), angles[0].new_zeros(prefix, angles[0].shape[1])
-            angles = tuple(torch.cat(((ones, zeros)[i % 2], a)) for i, a in enumerate(angles))
-        cos_r, sin_r, cos_c, sin_c = angles
+        cos_r, sin_r, cos_c, sin_c = grid_angles(height, width, head_dim, device)
+        lead = lambda a, fill: torch.cat((a.new_full((prefix, a.shape[1]), fill), a))  # noqa: E731
+        cos_r, cos_c, sin_r, sin_c = lead(cos_r, 1.0), lead(cos_c, 1.0), lead(sin_r, 0.0), lead(sin_c, 0.0)
         return _full_width((cos_r, cos_c), (sin_r, sin_c), heads, dtype)
 
 
