@@ -204,9 +204,9 @@ class Progress:
             self.task = self.bar.add_task(self.label, total=self.total)
         return self
 
-    def advance(self) -> None:
+    def advance(self, n: int = 1) -> None:
         if self.bar is not None:
-            self.bar.advance(self.task)  # type: ignore[arg-type]
+            self.bar.advance(self.task, n)  # type: ignore[arg-type]
 
     def out(self, text: str) -> None:
         """A result line on stdout. While the bar is drawn and stdout is the same terminal, it is
@@ -358,9 +358,11 @@ def open_world(world: Optional[str], preset: Optional[str], overrides: Optional[
     return game
 
 
-def set_sampling(game: Any, steps: Optional[int], temperature: Optional[float]) -> None:
-    """Replace the world's default MaskGIT steps / temperature where given."""
+def set_sampling(game: Any, steps: Optional[int], temperature: Optional[float],
+                 render: Optional[str] = None) -> None:
+    """Replace the world's default MaskGIT steps / temperature / rendering where given."""
     import dataclasses
 
-    changes = {k: v for k, v in (("steps", steps), ("temperature", temperature)) if v is not None}
+    changes = {k: v for k, v in (("steps", steps), ("temperature", temperature), ("render", render))
+               if v is not None}
     game.sampling = dataclasses.replace(game.sampling, **changes)

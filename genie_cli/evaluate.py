@@ -18,6 +18,7 @@ from genie_cli.common import (
     handle_errors,
     json_number,
     open_world,
+    progress,
     set_sampling,
     skipped_line,
     stdin_paths,
@@ -44,6 +45,7 @@ def evaluate(
     steps: Annotated[Optional[int], typer.Option(
         "--steps", help="MaskGIT decoding steps per frame (default: the world's).", min=1)] = None,
     temperature: opt.Temperature = None,
+    render: opt.Render = None,
     batch: Annotated[int, typer.Option("--batch", help="Clips per rollout batch.", min=1)] = 8,
     seed: opt.Seed = 0,
     device: opt.Device = "auto",
@@ -93,7 +95,7 @@ def evaluate(
     else:
         fail(f"not found: {clips}")
     game = open_world(world, preset, overrides, device, precision, threads, seed)
-    set_sampling(game, steps, temperature)
+    set_sampling(game, steps, temperature, render)
     length = prompt_frames + horizon
     check_evaluation_memory(game, num_clips, length, batch)
     unreadable: list[Path] = []
@@ -110,11 +112,13 @@ def evaluate(
         fail(f"no video in {clips} has the {length} frames a window needs (--prompt-frames + --horizon)")
     if len(windows) < num_clips:
         warn(f"evaluated {len(windows)} clip(s), fewer than --clips {num_clips}")
-    report = controllability(game, windows, horizon=horizon, prompt_frames=prompt_frames, seed=seed,
-                             batch_size=batch)
+    with progress(len(windows), "evaluate") as bar:
+        report = controllability(game, windows, horizon=horizon, prompt_frames=prompt_frames, seed=seed,
+                                 batch_size=batch, on_batch=bar.advance)
     summary = report.summary()
     if json_out:
         record = {**_finite(summary), "steps": game.sampling.steps, "temperature": game.sampling.temperature,
+                  "render": game.sampling.render,
                   "world": str(world) if world else f"preset:{preset}", "per_clip": _finite(report.per_clip())}
         typer.echo(json.dumps(record))
     else:
@@ -145,7 +149,7 @@ def _print_table(summary: dict[str, Any], game: Any) -> None:
     source = "the game's true" if summary["action_source"] == "truth" else "the LAM's inferred"
     console = Console()
     console.print(f"Controllability: {summary['clips']} windows, {summary['prompt_frames']} prompt frame(s), "
-                  f"{game.sampling.steps} MaskGIT steps, seed {summary['seed']}. PSNR in dB, the mean of "
+                  f"{game.sampling.steps} MaskGIT steps, frames drawn by {game.sampling.render}, seed {summary['seed']}. PSNR in dB, the mean of "
                   f"per-window PSNR capped at {summary['psnr_cap_db']:g} dB. inferred: {source} actions; "
                   "random: uniform over all codes; random (freq): drawn from the codes' frequencies on "
                   "these clips; copy (pixels): the last prompt frame held still; copy (tokens): its "

@@ -54,6 +54,11 @@ PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
 Precision = Annotated[PrecisionName, typer.Option("--precision", help="bf16 (autocast) or fp32.")]
 OptionalPrecision = Annotated[Optional[PrecisionName], typer.Option(
     "--precision", help="bf16 (autocast) or fp32 (default: the preset's).")]
+RenderName = Literal["tokens", "replenish"]
+Render = Annotated[Optional[RenderName], typer.Option(
+    "--render", help="tokens: each frame is its ids decoded; replenish: token patches whose id "
+    "did not change keep the previous frame's pixels, so the prompt's real pixels stay until the "
+    "world changes them (default: the world's).")]
 Checkpoint = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="A checkpoint (.safetensors).")]
 Preset = Annotated[str, preset_option("Preset name (see presets/) or a YAML file.")]
 Overrides = Annotated[Optional[list[str]], typer.Option("--set", help="Override a preset value: section.key=value (repeatable).")]

@@ -43,6 +43,7 @@ def play(
     steps: Annotated[Optional[int], typer.Option(
         "--steps", help="MaskGIT decoding steps per frame (default: the world's).", min=1)] = None,
     temperature: opt.Temperature = None,
+    render: opt.Render = None,
     seed: opt.Seed = 0,
     fps: Annotated[Optional[float], typer.Option(
         "--fps", help="Frame rate of the written video (default: the prompt video's, else 10).",
@@ -119,7 +120,7 @@ def play(
     if bad:
         fail(f"--actions: latent action ids must be in 0..{game.num_actions - 1}, got "
              f"{', '.join(map(str, bad))}")
-    set_sampling(game, steps, temperature)
+    set_sampling(game, steps, temperature, render)
     game.use_cache = not no_cache
     game.use_compile = compile_
     max_prompt = game.dynamics.context_frames - 1  # room for the frame being generated

@@ -17,6 +17,7 @@ from typing import Literal
 
 Schedule = Literal["cosine", "linear", "square", "sqrt"]
 Unmask = Literal["confidence", "random"]
+Render = Literal["tokens", "replenish"]
 SpatialPositions = Literal["learned", "rotary", "both"]
 ActionSource = Literal["latent", "truth"]
 
@@ -30,12 +31,19 @@ class SamplingConfig:
     schedule: Schedule = "cosine"  # fraction still masked after step i of n
     unmask: Unmask = "confidence"  # which sampled tokens to keep: most confident, or random
     choice_temperature: float = 0.0  # MaskGIT's annealed Gumbel noise on the confidences (0: none)
+    # How a generated frame becomes pixels. "tokens": its ids decoded. "replenish": the same, but
+    # each token patch whose id is the one the previous frame had there keeps the previous frame's
+    # pixels (conditional replenishment, as in video codecs): the prompt's real pixels stay until
+    # the world changes their tokens. The ids, and so the sampling, are the same either way.
+    render: Render = "tokens"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"sampling.steps must be >= 1, got {self.steps}")
         if self.temperature < 0:
             raise ValueError(f"sampling.temperature must be >= 0, got {self.temperature}")
+        if self.render not in ("tokens", "replenish"):
+            raise ValueError(f"sampling.render must be tokens or replenish, got {self.render!r}")
         if self.choice_temperature < 0:
             raise ValueError(f"sampling.choice_temperature must be >= 0, got {self.choice_temperature}")
 

@@ -34,6 +34,20 @@ def _compiled_session_dynamics(dynamics: DynamicsModel) -> DynamicsModel:
     return dynamics
 
 
+def replenish(previous: np.ndarray, frame: np.ndarray, previous_ids: Tensor, ids: Tensor) -> np.ndarray:
+    """Conditional replenishment: ``frame`` (B, H, W, 3) where a token's id changed from
+    ``previous_ids`` to ``ids`` (B, h, w), ``previous`` (B, H, W, 3) in the token patches whose id
+    did not. H and W must be multiples of h and w."""
+    B, h, w = ids.shape
+    H, W = frame.shape[1:3]
+    if H % h or W % w or previous.shape != frame.shape or previous_ids.shape != ids.shape:
+        raise GenieError(f"replenish: frames {frame.shape} / {previous.shape} do not tile into ids "
+                         f"{tuple(ids.shape)} / {tuple(previous_ids.shape)}")
+    same = (ids == previous_ids).cpu().numpy()
+    keep = same.repeat(H // h, axis=1).repeat(W // w, axis=2)[..., None]  # (B, H, W, 1)
+    return np.where(keep, previous, frame)
+
+
 class PlaySession:
     """The prompt, the ids and frames generated since, the KV cache and the sampler's generator
     of one session over ``world`` (batched: B independent rollouts)."""
@@ -140,6 +154,8 @@ class PlaySession:
             self._actions.append(act)
             context = torch.stack(self._ids[-self.world.decode_context:], dim=1)  # (B, k, h, w)
             frame = self.world._decode(tokenizer, context)
+        if cfg.render == "replenish":
+            frame = replenish(self._frames[-1], frame, self._ids[-2], ids)
         self._frames.append(frame)
         return frame
 

@@ -260,13 +260,14 @@ def rollout_psnr(world: Any, clips: np.ndarray, *, horizon: int = 4, prompt_fram
 
 def controllability(world: Any, windows: Sequence[ClipWindow], *, horizon: int = 4, prompt_frames: int = 1,
                     seed: int = 0, batch_size: int = 8, actions: ActionFn | None = None,
-                    action_source: str | None = None) -> ControllabilityReport:
+                    action_source: str | None = None,
+                    on_batch: Callable[[int], None] | None = None) -> ControllabilityReport:
     """ΔtPSNR and the baselines over clip windows (see ``sample_windows``), ``batch_size`` windows
     per rollout. ``actions`` gives each window's actions (default: ``actions_for(world)``, the
     LAM's for a latent-action world); their frequencies over all the windows are the
     ``random_freq`` rollout's distribution. Uniform random actions come from one stream seeded by
     ``seed`` (as they always have), frequency-drawn ones from a second; every rollout of a batch
-    uses sampling seed ``seed``."""
+    uses sampling seed ``seed``. ``on_batch(n)`` is told after each batch of ``n`` windows is rolled out."""
     if horizon < 1 or prompt_frames < 1:
         raise GenieError(f"horizon and prompt_frames must be >= 1, got {horizon}, {prompt_frames}")
     if not windows:
@@ -293,6 +294,8 @@ def controllability(world: Any, windows: Sequence[ClipWindow], *, horizon: int =
         parts.append(rollout_psnr(world, np.stack([w.frames for w in part]), horizon=horizon,
                                   prompt_frames=prompt_frames, seed=seed, rng=rng, actions=acts,
                                   random_freq_actions=drawn))
+        if on_batch is not None:
+            on_batch(len(part))
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return ControllabilityReport(
         horizon, prompt_frames, seed, [w.source for w in windows], [w.start for w in windows],
