@@ -149,7 +149,8 @@ def _print_table(summary: dict[str, Any], game: Any) -> None:
     source = "the game's true" if summary["action_source"] == "truth" else "the LAM's inferred"
     console = Console()
     console.print(f"Controllability: {summary['clips']} windows, {summary['prompt_frames']} prompt frame(s), "
-                  f"{game.sampling.steps} MaskGIT steps, frames drawn by {game.sampling.render}, seed {summary['seed']}. PSNR in dB, the mean of "
+                  f"{game.sampling.steps} MaskGIT steps, frames drawn by {game.sampling.render}, seed {summary['seed']}. "
+                  "PSNR in dB, the mean of "
                   f"per-window PSNR capped at {summary['psnr_cap_db']:g} dB. inferred: {source} actions; "
                   "random: uniform over all codes; random (freq): drawn from the codes' frequencies on "
                   "these clips; copy (pixels): the last prompt frame held still; copy (tokens): its "
