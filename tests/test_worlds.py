@@ -26,6 +26,7 @@ from genie_core.tasks.worlds import (
     list_worlds,
     resolve_world,
     set_action_names,
+    set_world_sampling,
 )
 from genie_core.training.data import VideoEntry
 from genie_core.training.stages.dynamics import true_action_names
@@ -199,6 +200,26 @@ def test_set_action_names_keeps_the_weights(tmp_path: Path) -> None:
         set_action_names(src, tmp_path / "bad.safetensors", ["a", "b"])
     with pytest.raises(ValueError, match="latent actions"):
         set_action_names(find_world("sprites").weights, tmp_path / "bad.safetensors", ["a"] * 8)
+    assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_set_world_sampling_changes_the_defaults_only(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from genie_core.tasks.env import load_world
+
+    src = find_world("sprites").weights
+    before = load_world(src).sampling
+    dst = tmp_path / "fast.safetensors"
+    set_world_sampling(src, dst, steps=2, render="replenish")
+    after = load_world(dst).sampling
+    assert (after.steps, after.render) == (2, "replenish")
+    assert (after.temperature, after.unmask, after.schedule) == (before.temperature, before.unmask, before.schedule)
+    a, b = load_file(src), load_file(dst)
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    for bad in ({"steps": 0}, {"render": "pixels"}, {"speed": 3}):
+        with pytest.raises(ValueError):
+            set_world_sampling(src, tmp_path / "bad.safetensors", **bad)
     assert not (tmp_path / "bad.safetensors").exists()
 
 

@@ -144,6 +144,31 @@ def set_action_names(src: str | Path, dst: str | Path, names: Sequence[str]) -> 
     _write_world(dst, tensors, meta)
 
 
+def set_world_sampling(src: str | Path, dst: str | Path, **changes: Any) -> None:
+    """Copy world ``src`` to ``dst`` with its default sampling (``dynamics.sampling``: steps,
+    temperature, schedule, unmask, choice_temperature, render) changed where given, weights
+    unchanged: what ``genie play`` and ``genie evaluate`` use without --steps / --temperature /
+    --render. The new values are checked as a ``SamplingConfig`` before anything is written."""
+    import dataclasses
+
+    from genie_core.config.dynamics import SamplingConfig
+
+    tensors, meta = _read_world(src)
+    config = json.loads(meta["config"])
+    names = {f.name for f in dataclasses.fields(SamplingConfig)}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise ArgumentError(f"unknown sampling setting(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    merged = {**config["dynamics"].get("sampling", {}), **changes}
+    try:
+        checked = SamplingConfig(**{k: v for k, v in merged.items() if k in names})
+    except (TypeError, ValueError) as err:
+        raise ArgumentError(str(err)) from None
+    config["dynamics"]["sampling"] = dataclasses.asdict(checked)
+    meta["config"] = json.dumps(config, sort_keys=True)
+    _write_world(dst, tensors, meta)
+
+
 def cast_world(src: str | Path, dst: str | Path, dtype: str = "bf16") -> None:
     """Copy world ``src`` to ``dst`` with its floating-point tensors stored as ``dtype`` (bf16
     halves a world for shipping), metadata unchanged. Loading casts them back to the model's
