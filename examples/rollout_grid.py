@@ -52,6 +52,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sampling-steps", type=int, default=None, help="MaskGIT steps (default: the world's).")
     parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument("--unmask", choices=("confidence", "random"), default=None)
+    parser.add_argument("--keep-bias", type=float, default=None)
+    parser.add_argument("--render", choices=("tokens", "replenish"), default=None,
+                        help="How frames are drawn (default: the world's; see genie play --help).")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
@@ -65,7 +69,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     world = load_model(args.world, "world")
-    changes = {"steps": args.sampling_steps, "temperature": args.temperature}
+    changes = {"steps": args.sampling_steps, "temperature": args.temperature, "render": args.render,
+               "unmask": args.unmask, "keep_bias": args.keep_bias}
     world.sampling = dataclasses.replace(world.sampling, **{k: v for k, v in changes.items() if v is not None})
     real, true_actions = None, None
     if args.prompt.suffix.lower() in IMAGE_SUFFIXES:
@@ -83,7 +88,7 @@ def main() -> None:
         rows = [row.repeat(args.scale, axis=1).repeat(args.scale, axis=2) for row in rows]
     write_grid(args.output, rows, labels=labels)
     print(f"wrote {args.output}: {len(rows)} rows x {1 + args.steps_ahead} frames "
-          f"({world.sampling.steps} MaskGIT steps, seed {args.seed})")
+          f"({world.sampling.steps} MaskGIT steps, {world.sampling.render}, seed {args.seed})")
 
 
 if __name__ == "__main__":

@@ -359,10 +359,11 @@ def open_world(world: Optional[str], preset: Optional[str], overrides: Optional[
 
 
 def set_sampling(game: Any, steps: Optional[int], temperature: Optional[float],
-                 render: Optional[str] = None) -> None:
-    """Replace the world's default MaskGIT steps / temperature / rendering where given."""
+                 render: Optional[str] = None, **more: Any) -> None:
+    """Replace the world's default sampling (MaskGIT steps, temperature, rendering, and any other
+    ``SamplingConfig`` field in ``more``) where given (not None)."""
     import dataclasses
 
-    changes = {k: v for k, v in (("steps", steps), ("temperature", temperature), ("render", render))
-               if v is not None}
+    given = {"steps": steps, "temperature": temperature, "render": render, **more}
+    changes = {k: v for k, v in given.items() if v is not None}
     game.sampling = dataclasses.replace(game.sampling, **changes)

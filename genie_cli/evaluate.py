@@ -5,6 +5,7 @@ as its tokens decode)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -45,6 +46,8 @@ def evaluate(
     steps: Annotated[Optional[int], typer.Option(
         "--steps", help="MaskGIT decoding steps per frame (default: the world's).", min=1)] = None,
     temperature: opt.Temperature = None,
+    unmask: opt.Unmask = None,
+    keep_bias: opt.KeepBias = None,
     render: opt.Render = None,
     batch: Annotated[int, typer.Option("--batch", help="Clips per rollout batch.", min=1)] = 8,
     seed: opt.Seed = 0,
@@ -95,7 +98,7 @@ def evaluate(
     else:
         fail(f"not found: {clips}")
     game = open_world(world, preset, overrides, device, precision, threads, seed)
-    set_sampling(game, steps, temperature, render)
+    set_sampling(game, steps, temperature, render, unmask=unmask, keep_bias=keep_bias)
     length = prompt_frames + horizon
     check_evaluation_memory(game, num_clips, length, batch)
     unreadable: list[Path] = []
@@ -118,7 +121,7 @@ def evaluate(
     summary = report.summary()
     if json_out:
         record = {**_finite(summary), "steps": game.sampling.steps, "temperature": game.sampling.temperature,
-                  "render": game.sampling.render,
+                  "sampling": dataclasses.asdict(game.sampling),
                   "world": str(world) if world else f"preset:{preset}", "per_clip": _finite(report.per_clip())}
         typer.echo(json.dumps(record))
     else:

@@ -54,11 +54,6 @@ PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
 Precision = Annotated[PrecisionName, typer.Option("--precision", help="bf16 (autocast) or fp32.")]
 OptionalPrecision = Annotated[Optional[PrecisionName], typer.Option(
     "--precision", help="bf16 (autocast) or fp32 (default: the preset's).")]
-RenderName = Literal["tokens", "replenish"]
-Render = Annotated[Optional[RenderName], typer.Option(
-    "--render", help="tokens: each frame is its ids decoded; replenish: token patches whose id "
-    "did not change keep the previous frame's pixels, so the prompt's real pixels stay until the "
-    "world changes them (default: the world's).")]
 Checkpoint = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="A checkpoint (.safetensors).")]
 Preset = Annotated[str, preset_option("Preset name (see presets/) or a YAML file.")]
 Overrides = Annotated[Optional[list[str]], typer.Option("--set", help="Override a preset value: section.key=value (repeatable).")]
@@ -85,6 +80,19 @@ def finite(value: Optional[float]) -> Optional[float]:
 Temperature = Annotated[Optional[float], typer.Option(
     "--temperature", help="Sampling temperature on the logits; 0 is greedy (default: the world's).",
     min=0.0, callback=finite)]
+UnmaskName = Literal["confidence", "random"]
+Unmask = Annotated[Optional[UnmaskName], typer.Option(
+    "--unmask", help="MaskGIT: keep the most confident sampled tokens each round, or a random "
+    "subset (default: the world's).")]
+KeepBias = Annotated[Optional[float], typer.Option(
+    "--keep-bias", help="Added to the logit of each token's id in the previous frame: a prior "
+    "that the world stays as it is where the model is unsure; 0: none (default: the world's).",
+    callback=finite)]
+RenderName = Literal["tokens", "replenish"]
+Render = Annotated[Optional[RenderName], typer.Option(
+    "--render", help="tokens: each frame is its ids decoded; replenish: token patches whose id "
+    "did not change keep the previous frame's pixels, so the prompt's real pixels stay until the "
+    "world changes them (default: the world's).")]
 OptionalPreset = Annotated[Optional[str], preset_option(
     "Without --checkpoint: build an UNTRAINED tokenizer from this preset "
     "(for smoke tests; its tokens mean nothing).")]

@@ -43,6 +43,8 @@ def play(
     steps: Annotated[Optional[int], typer.Option(
         "--steps", help="MaskGIT decoding steps per frame (default: the world's).", min=1)] = None,
     temperature: opt.Temperature = None,
+    unmask: opt.Unmask = None,
+    keep_bias: opt.KeepBias = None,
     render: opt.Render = None,
     seed: opt.Seed = 0,
     fps: Annotated[Optional[float], typer.Option(
@@ -120,7 +122,7 @@ def play(
     if bad:
         fail(f"--actions: latent action ids must be in 0..{game.num_actions - 1}, got "
              f"{', '.join(map(str, bad))}")
-    set_sampling(game, steps, temperature, render)
+    set_sampling(game, steps, temperature, render, unmask=unmask, keep_bias=keep_bias)
     game.use_cache = not no_cache
     game.use_compile = compile_
     max_prompt = game.dynamics.context_frames - 1  # room for the frame being generated

@@ -96,3 +96,41 @@ def test_render_is_checked() -> None:
 
     with pytest.raises(ValueError):
         SamplingConfig(render="pixels")
+
+
+# ---- sampling.keep_bias: a prior on each token keeping its id ------------------------------
+
+@pytest.mark.parametrize("overrides", [(), ("dynamics.max_group_bits=3",)])
+def test_keep_bias_moves_ids_towards_the_previous_frame(overrides: tuple[str, ...]) -> None:
+    from genie_core.models.world import World
+
+    torch.manual_seed(0)
+    world = World.from_preset("tiny", overrides)
+    world.precision = "fp32"
+    assert len(world.dynamics.group_bits) == (1 if not overrides else 3)
+    H, W = world.resolution
+    prompt = np.random.default_rng(4).integers(0, 256, (2, 1, H, W, 3), dtype=np.uint8)
+    kept = {}
+    for bias in (0.0, 3.0, 1e4):
+        for use_cache in (True, False):
+            world.use_cache = use_cache
+            world.rollout(prompt, [0, 1, 2], seed=0, keep_bias=bias)
+            ids = world.session_ids()
+            if use_cache:
+                cached = ids.clone()
+            else:  # the KV cache and the recomputed forward sample the same ids
+                torch.testing.assert_close(ids, cached, rtol=0, atol=0)
+        kept[bias] = float((ids[:, 1:] == ids[:, :-1]).float().mean())
+    assert kept[0.0] < kept[3.0] < 1.0 and kept[1e4] == 1.0
+
+
+def test_keep_bias_with_a_cache_needs_the_previous_ids() -> None:
+    world = _world()
+    dyn = world.dynamics
+    h, w = dyn.token_size
+    ids = torch.zeros(1, 1, h, w, dtype=torch.long)
+    cache = dyn.prefill(ids)
+    with pytest.raises(ValueError, match="previous"):
+        dyn.generate_next(cache, torch.zeros(1, dtype=torch.long), keep_bias=1.0)
+    out = dyn.generate_next(dyn.prefill(ids), torch.zeros(1, dtype=torch.long), keep_bias=1e4, previous=ids[:, 0])
+    torch.testing.assert_close(out, ids[:, 0], rtol=0, atol=0)

@@ -36,12 +36,18 @@ class SamplingConfig:
     # pixels (conditional replenishment, as in video codecs): the prompt's real pixels stay until
     # the world changes their tokens. The ids, and so the sampling, are the same either way.
     render: Render = "tokens"
+    # Added to the logit of the id each token had in the previous frame: a prior that the world
+    # stays as it is where the model is unsure (exp(keep_bias) times the odds of keeping a token).
+    # 0: the model's own distribution.
+    keep_bias: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"sampling.steps must be >= 1, got {self.steps}")
         if self.temperature < 0:
             raise ValueError(f"sampling.temperature must be >= 0, got {self.temperature}")
+        if not math.isfinite(self.keep_bias):
+            raise ValueError(f"sampling.keep_bias must be a finite number, got {self.keep_bias}")
         if self.render not in ("tokens", "replenish"):
             raise ValueError(f"sampling.render must be tokens or replenish, got {self.render!r}")
         if self.choice_temperature < 0:

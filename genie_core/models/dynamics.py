@@ -104,6 +104,21 @@ def masked_cross_entropy(logits: list[Tensor], targets: Tensor, group_bits: tupl
 # ----------------------------------------------------------------------------- model
 
 
+def _keep_biased(tokens_to_logits: Any, previous: Tensor, group_bits: tuple[int, ...], bias: float) -> Any:
+    """``tokens_to_logits`` with ``bias`` added to the logit of ``previous`` (B, N) ids' digit in
+    every bit group (``split_ids``: group 0 the lowest bits, as ``decode`` assembles ids)."""
+    digits = [d[..., None] for d in split_ids(previous, group_bits)]  # each (B, N, 1)
+
+    def biased(tokens: Tensor) -> list[Tensor]:
+        out = []
+        for logits, digit in zip(tokens_to_logits(tokens), digits):
+            add = torch.full(digit.shape, bias, dtype=logits.dtype, device=logits.device)
+            out.append(logits.scatter_add(-1, digit.to(logits.device), add))
+        return out
+
+    return biased
+
+
 class DynamicsModel(nn.Module, Checkpointable):
     """MaskGIT ST-transformer over token ids with additive latent-action embeddings."""
 
@@ -279,7 +294,7 @@ class DynamicsModel(nn.Module, Checkpointable):
     def generate_next(self, context: KVCache | Tensor, action: Tensor, *,
                       context_actions: Tensor | None = None, sampling: SamplingConfig | None = None,
                       generator: torch.Generator | None = None, prompt: Tensor | None = None,
-                      **overrides: Any) -> Tensor:
+                      previous: Tensor | None = None, **overrides: Any) -> Tensor:
         """Sample the next frame's ids (B, h, w) by MaskGIT decoding.
 
         ``context``: a KVCache (from ``prefill``/earlier calls; the new frame is appended to it, so
@@ -290,7 +305,9 @@ class DynamicsModel(nn.Module, Checkpointable):
         real action). Both give the same logits. ``action`` (B,) takes the last context frame
         to the new one. ``sampling`` defaults to the config's; keyword ``overrides`` (steps,
         temperature, schedule, unmask, choice_temperature) replace single fields. ``prompt``
-        (B, h, w) may fix some tokens of the new frame (MASK_ID elsewhere).
+        (B, h, w) may fix some tokens of the new frame (MASK_ID elsewhere). ``sampling.keep_bias``
+        is added to the logit of each token's id in the last context frame: ``previous`` (B, h, w),
+        which a KVCache context needs (the cache holds no ids); ids context gives it itself.
         """
         sampling = dataclasses.replace(sampling or self.config.sampling, **overrides)
         B = action.shape[0]
@@ -311,6 +328,12 @@ class DynamicsModel(nn.Module, Checkpointable):
                 return [rearrange(lg, "b h w v -> b (h w) v")
                         for lg in self.recompute_logits(context, context_actions, frame, action)]
 
+        if sampling.keep_bias:
+            if previous is None and isinstance(context, KVCache):
+                raise ValueError("sampling.keep_bias needs the previous frame's ids (previous=) with a KVCache context")
+            last = context[:, -1] if previous is None else previous
+            tokens_to_logits = _keep_biased(tokens_to_logits, rearrange(last.long(), "b h w -> b (h w)"),
+                                            self.group_bits, sampling.keep_bias)
         new = decode(start, generator, tokens_to_logits, steps=sampling.steps, temperature=sampling.temperature,
                      schedule=sampling.schedule, unmask=sampling.unmask,
                      choice_temperature=sampling.choice_temperature)

@@ -149,6 +149,7 @@ class PlaySession:
         with inference(self.world.device, self.world.precision):
             context, context_actions = self._context(dynamics)
             ids = dynamics.generate_next(context, act, context_actions=context_actions, sampling=cfg,
+                                         previous=self._ids[-1],
                                          generator=generator or self.generator)
             self._ids.append(ids)
             self._actions.append(act)

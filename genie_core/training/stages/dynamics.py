@@ -246,7 +246,7 @@ class DynamicsStage(Stage):
             psnrs = {}
             for name, act in (("", actions[:, -1]), ("_random", random)):
                 seed = torch.Generator().manual_seed(1000 + i)  # the same sampling noise for both
-                new = model.generate_next(cache.copy(), act, generator=seed)  # (B, h, w)
+                new = model.generate_next(cache.copy(), act, generator=seed, previous=prev)  # (B, h, w)
                 frame = self._decode_last(torch.cat((ids[:, :-1], new[:, None]), dim=1))
                 psnrs[name] = float(psnr(frame, real).mean())
                 add(f"next_psnr{name}", psnrs[name], B)
@@ -269,7 +269,7 @@ class DynamicsStage(Stage):
         cache = model.prefill(ids[:, :1])
         generated = [ids[:, 0]]
         for t in range(actions.shape[1]):
-            generated.append(model.generate_next(cache, actions[:, t], generator=g))
+            generated.append(model.generate_next(cache, actions[:, t], generator=g, previous=generated[-1]))
         video = self.tokenizer.decode_ids(torch.stack(generated, dim=1)).float()  # (B, 3, T, H, W)
         fakes = from_model(video)
         rows, labels = [], []
