@@ -249,7 +249,7 @@ class _Copier:
     def prefill(self, ids, actions=None):
         return self._Context(ids)
 
-    def generate_next(self, context, action, *, generator=None):
+    def generate_next(self, context, action, *, generator=None, previous=None):
         return context.ids[:, -1]
 
 

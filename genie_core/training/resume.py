@@ -41,6 +41,14 @@ def exactness_settings(cfg: dict, stage: str) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if k not in DERIVED}
 
 
+def saved_exactness_settings(saved: dict, stage: str) -> dict[str, Any]:
+    """``exactness_settings`` of a saved run's config, where a setting it does not name is newer
+    than the run, which then ran with what that setting's default does (new settings default to
+    the behaviour from before them)."""
+    defaults = exactness_settings(to_dict(GenieConfig()), stage)
+    return {**defaults, **exactness_settings(saved, stage)}
+
+
 def _shown(value: Any) -> str:
     return "(unset)" if value is None else json.dumps(value)
 
@@ -61,11 +69,7 @@ def check_resumable(cfg: GenieConfig, stage_dir: Path, stage: str) -> bool:
     if saved.get("name") != cfg.name:
         raise GenieError(f"{stage_dir.parent} was trained with preset '{saved.get('name')}', "
                          f"not '{cfg.name}'")
-    saved_at, now_at = exactness_settings(saved, stage), exactness_settings(to_dict(cfg), stage)
-    # A setting the saved config does not name is newer than the run, which then ran with what
-    # that setting's default does (new settings default to the behaviour from before them).
-    defaults = exactness_settings(to_dict(GenieConfig()), stage)
-    saved_at = {**{k: defaults[k] for k in now_at.keys() - saved_at.keys() if k in defaults}, **saved_at}
+    saved_at, now_at = saved_exactness_settings(saved, stage), exactness_settings(to_dict(cfg), stage)
     for key in sorted(saved_at.keys() | now_at.keys()):
         if saved_at.get(key) != now_at.get(key):
             raise GenieError(f"--resume: {stage_dir.parent} was trained with {key}="
