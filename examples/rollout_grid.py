@@ -3,13 +3,14 @@ rollout under each latent action (the same action at every step), one row per ac
 video prompt, two more rows on top: the real continuation, and the rollout under the actions the
 world's LAM infers from it.
 
-Usage: python examples/rollout_grid.py --world RUN/world.safetensors --prompt frame.png|clip.mp4
+Usage: python examples/rollout_grid.py --world NAME|RUN/world.safetensors --prompt frame.png|clip.mp4
            -o rollouts.png [--steps-ahead 8] [--scale 2] [--seed 0] [--sampling-steps N]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ def rollout_rows(world, prompt: np.ndarray, horizon: int, seed: int, real: np.nd
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--world", type=Path, required=True)
+    parser.add_argument("--world", required=True, help="A shipped world's name or a world file.")
     parser.add_argument("--prompt", type=Path, required=True, help="An image, or a video (its first frame).")
     parser.add_argument("-o", "--output", type=Path, required=True, help="PNG to write.")
     parser.add_argument("--steps-ahead", type=int, default=8, help="Generated frames per row.")
@@ -63,12 +64,18 @@ def main() -> None:
 
     import torch
 
+    from genie_core.errors import GenieError
     from genie_core.io.pictures import write_grid
     from genie_core.io.video import IMAGE_SUFFIXES, read_image, read_video
     from genie_core.models.load import load_model
+    from genie_core.tasks.worlds import resolve_world
 
     torch.set_num_threads(args.threads)
-    world = load_model(args.world, "world")
+    try:
+        world = load_model(resolve_world(args.world)[0], "world")
+    except GenieError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     changes = {"steps": args.sampling_steps, "temperature": args.temperature, "render": args.render,
                "unmask": args.unmask, "keep_bias": args.keep_bias}
     world.sampling = dataclasses.replace(world.sampling, **{k: v for k, v in changes.items() if v is not None})

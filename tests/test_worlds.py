@@ -70,6 +70,16 @@ def test_shipped_worlds_are_complete_and_small() -> None:
         assert f"{report['psnr_copy_by_t'][-1]:.2f} dB" in w.headline()  # beside its copy baseline
 
 
+def test_shipped_reports_were_taken_with_the_worlds_own_sampling() -> None:
+    """Each shipped world's evaluation report records the sampling it ran with: the one the world
+    file stores (what play and evaluate use without options), so the figures describe the world."""
+    from genie_core.io.checkpoint_format import read_metadata
+
+    for w in list_worlds():
+        stored = json.loads(read_metadata(w.weights)["config"])["dynamics"]["sampling"]
+        assert w.evaluation()["sampling"] == stored, w.name
+
+
 def test_listing_is_torch_free() -> None:
     code = ("import sys, genie_core.tasks.worlds as w; names = [x.name for x in w.list_worlds()]; "
             "assert 'torch' not in sys.modules, 'torch imported'; print(','.join(names))")
