@@ -157,14 +157,18 @@ def _print_table(summary: dict[str, Any], game: Any) -> None:
                   f"per-window PSNR capped at {summary['psnr_cap_db']:g} dB. inferred: {source} actions; "
                   "random: uniform over all codes; random (freq): drawn from the codes' frequencies on "
                   "these clips; copy (pixels): the last prompt frame held still; copy (tokens): its "
-                  "tokens decoded; Δ: inferred - random.", highlight=False)
+                  "tokens decoded; Δ: inferred - random; vs copy: inferred - copy (pixels) per window, ± its "
+                  "standard error.", highlight=False)
     by_t = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
     columns = ("inferred", "random", "random_freq", "copy", "copy_tokens")
-    for title in ("t", "inferred", "random", "random (freq)", "copy (pixels)", "copy (tokens)", "Δ"):
-        by_t.add_column(title, justify="right")
+    for title in ("t", "inferred", "random", "random (freq)", "copy (pixels)", "copy (tokens)", "Δ",
+                  "vs copy"):
+        by_t.add_column(title, justify="right", no_wrap=title == "vs copy", min_width=10 if title == "vs copy" else None)
+    vs_sem = summary["world_vs_copy_sem_by_t"]
     for k in range(t):
         cells = [f"{summary[f'psnr_{name}_by_t'][k]:.2f}" for name in columns]
-        by_t.add_row(str(k + 1), *cells, f"{summary['delta_psnr_by_t'][k]:.3f}")
+        vs_cell = f"{summary['world_vs_copy_by_t'][k]:+.2f}" + (f"±{vs_sem[k]:.2f}" if vs_sem else "")
+        by_t.add_row(str(k + 1), *cells, f"{summary['delta_psnr_by_t'][k]:.3f}", vs_cell)
     console.print(by_t)
 
     def pm(key: str) -> str:

@@ -178,8 +178,12 @@ def test_cli_table(world_file: Path, clips: Path) -> None:
         except ValueError:
             return False
 
-    rows = [r for r in (line.split() for line in result.stdout.splitlines()) if len(r) == 7 and all(map(number, r))]
-    assert [r[0] for r in rows] == ["1", "2"]  # t, then 5 rollouts and Δ per generated frame
+    rows = [r for r in (line.split() for line in result.stdout.splitlines())
+            if len(r) == 8 and all(map(number, r[:7])) and "±" in r[7]]
+    assert [r[0] for r in rows] == ["1", "2"]  # t, 5 rollouts, Δ, inferred - copy ± s.e. per frame
+    for r in rows:
+        vs, sem = map(float, r[7].split("±"))
+        assert vs == pytest.approx(float(r[1]) - float(r[4]), abs=0.011) and sem > 0
 
 
 @pytest.mark.parametrize("case, fragment", [
@@ -212,7 +216,8 @@ def test_report_keys_one_entry_per_step(world, clip_frames) -> None:
     windows = _windows(clip_frames, 3, 4)
     report = controllability(world, windows, horizon=3, seed=0, batch_size=2)
     summary = report.summary()
-    for key in BY_T + ["delta_psnr_by_t", "delta_psnr_freq_by_t"]:
+    for key in BY_T + ["delta_psnr_by_t", "delta_psnr_freq_by_t", "delta_psnr_sem_by_t",
+                       "world_vs_copy_by_t", "world_vs_copy_sem_by_t", "world_vs_copy_median_by_t"]:
         assert len(summary[key]) == 3, key
         assert all(np.isfinite(summary[key])), key
     assert summary["horizon"] == 3 and summary["windows"] == summary["clips"] == 3
@@ -296,6 +301,13 @@ def test_median_and_mean_on_a_hand_built_report() -> None:
     assert s["delta_psnr"] == pytest.approx(27.5 - 15) and s["delta_psnr_t2"] == s["delta_psnr"]
     assert s["world_vs_copy_db"] == pytest.approx(2.5) and s["world_vs_copy_median_db"] == pytest.approx(0.0)
     assert s["world_beats_copy_share"] == pytest.approx(0.5)  # 50 and 30 beat 25; 25 ties
+    vs = np.array([[5, 15, 50, 25], [10, 20, 50, 30]], float).T - 25  # capped inferred minus copy
+    np.testing.assert_allclose(s["world_vs_copy_by_t"], vs.mean(0))
+    np.testing.assert_allclose(s["world_vs_copy_median_by_t"], np.median(vs, 0))
+    np.testing.assert_allclose(s["world_vs_copy_sem_by_t"], vs.std(0, ddof=1) / 2)  # sqrt(4) windows
+    assert s["world_vs_copy_by_t"][-1] == pytest.approx(s["world_vs_copy_db"])
+    assert s["world_vs_copy_sem_by_t"][-1] == pytest.approx(s["world_vs_copy_sem"])
+    assert s["delta_psnr_sem_by_t"][-1] == pytest.approx(s["delta_psnr_sem"])
     assert s["code_usage"]["used"] == 2 and s["code_usage"]["frequencies"] == [0.75, 0.0, 0.25]
     assert report.per_clip()[2]["psnr_inferred"] == 50.0
 

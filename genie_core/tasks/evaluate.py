@@ -115,6 +115,7 @@ class ControllabilityReport:
         """The headline numbers: means over windows (their standard errors), medians, baselines."""
         n = len(self.sources)
         sem = (lambda x: float(x.std(ddof=1) / np.sqrt(n))) if n > 1 else (lambda x: None)  # noqa: E731
+        sem_by_t = (lambda x: [float(v) for v in x.std(0, ddof=1) / np.sqrt(n)]) if n > 1 else (lambda x: None)  # noqa: E731
         by_t = lambda x: [float(v) for v in x]  # noqa: E731
         t = self.horizon
         p = {name: self.capped(name) for name in ROLLOUTS}
@@ -133,6 +134,11 @@ class ControllabilityReport:
             "delta_psnr": float(delta[:, -1].mean()), "delta_psnr_sem": sem(delta[:, -1]),
             "delta_psnr_freq": float(delta_freq[:, -1].mean()), "delta_psnr_freq_sem": sem(delta_freq[:, -1]),
             "delta_psnr_by_t": by_t(delta.mean(0)), "delta_psnr_freq_by_t": by_t(delta_freq.mean(0)),
+            "delta_psnr_sem_by_t": sem_by_t(delta), "delta_psnr_freq_sem_by_t": sem_by_t(delta_freq),
+            # per step t = 1..horizon: the world minus the still prompt frame, per window
+            "world_vs_copy_by_t": by_t((p["inferred"] - p["copy"]).mean(0)),
+            "world_vs_copy_sem_by_t": sem_by_t(p["inferred"] - p["copy"]),
+            "world_vs_copy_median_by_t": by_t(np.median(p["inferred"] - p["copy"], 0)),
             # the world against holding the last prompt frame still, at t = horizon
             "world_vs_copy_db": float(world_vs_copy.mean()), "world_vs_copy_sem": sem(world_vs_copy),
             "world_vs_copy_median_db": float(np.median(world_vs_copy)),
