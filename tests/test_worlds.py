@@ -68,6 +68,9 @@ def test_shipped_worlds_are_complete_and_small() -> None:
             assert len(report[key]) == t
         assert report["world"] == w.name and w.trained_with and w.evaluated_with
         assert f"{report['psnr_copy_by_t'][-1]:.2f} dB" in w.headline()  # beside its copy baseline
+        if t > 4:  # the paper's t = 4 first, with its standard error
+            assert w.headline().startswith(f"Δ4PSNR {report['delta_psnr_by_t'][3]:+.2f} ± "
+                                           f"{report['delta_psnr_sem_by_t'][3]:.2f} dB")
 
 
 def test_shipped_reports_were_taken_with_the_worlds_own_sampling() -> None:
@@ -221,13 +224,15 @@ def test_set_world_sampling_changes_the_defaults_only(tmp_path: Path) -> None:
     src = find_world("sprites").weights
     before = load_world(src).sampling
     dst = tmp_path / "fast.safetensors"
-    set_world_sampling(src, dst, steps=2, render="replenish")
+    assert (before.steps, before.render) != (2, "tokens")
+    set_world_sampling(src, dst, steps=2, render="tokens")
     after = load_world(dst).sampling
-    assert (after.steps, after.render) == (2, "replenish")
+    assert (after.steps, after.render) == (2, "tokens")
     assert (after.temperature, after.unmask, after.schedule) == (before.temperature, before.unmask, before.schedule)
     a, b = load_file(src), load_file(dst)
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
-    for bad in ({"steps": 0}, {"render": "pixels"}, {"speed": 3}):
+    for bad in ({"steps": 0}, {"render": "pixels"}, {"speed": 3}, {"unmask": "rand"}, {"schedule": "cos"},
+                {"steps": 4.5}):  # what loading would refuse is refused before anything is written
         with pytest.raises(ValueError):
             set_world_sampling(src, tmp_path / "bad.safetensors", **bad)
     assert not (tmp_path / "bad.safetensors").exists()

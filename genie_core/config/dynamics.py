@@ -37,8 +37,9 @@ class SamplingConfig:
     # the world changes their tokens. The ids, and so the sampling, are the same either way.
     render: Render = "tokens"
     # Added to the logit of the id each token had in the previous frame: a prior that the world
-    # stays as it is where the model is unsure (exp(keep_bias) times the odds of keeping a token).
-    # 0: the model's own distribution.
+    # stays as it is where the model is unsure (exp(keep_bias) times the odds of keeping a token's
+    # id; with the vocabulary split into G bit groups, each group's digit gets it, so about
+    # exp(G * keep_bias) for the whole id). 0: the model's own distribution.
     keep_bias: float = 0.0
 
     def __post_init__(self) -> None:

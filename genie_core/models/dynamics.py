@@ -112,6 +112,7 @@ def _keep_biased(tokens_to_logits: Any, previous: Tensor, group_bits: tuple[int,
     def biased(tokens: Tensor) -> list[Tensor]:
         out = []
         for logits, digit in zip(tokens_to_logits(tokens), digits):
+            logits = logits.float()  # a small bias on bf16 logits of size ~10 would round away
             add = torch.full(digit.shape, bias, dtype=logits.dtype, device=logits.device)
             out.append(logits.scatter_add(-1, digit.to(logits.device), add))
         return out
