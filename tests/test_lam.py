@@ -582,3 +582,35 @@ def test_overlapping_encoder_patches_see_every_offset_of_the_frame():
     assert torch.equal(tokens[0, 1, 2 * 7 + 5, :].view(4, 4, 6)[..., :3], window.permute(1, 2, 0))
     _, aux = model(x)
     assert aux["prediction"].shape == (1, 3, 2, 16, 16)
+
+
+# ---- lam.moving_weight: the reconstruction loss weighted where pixels move ---------------------
+
+def test_moving_weight_weighs_the_pixels_that_move() -> None:
+    import torch.nn.functional as F
+
+    from genie_core.models.lam import reconstruction_errors
+
+    g = torch.Generator().manual_seed(0)
+    previous = torch.zeros(2, 3, 3, 8, 8)
+    target = previous.clone()
+    target[..., :2, :] = 0.5  # the top two rows move (a quarter of the pixels)
+    moving = torch.zeros_like(target, dtype=torch.bool)
+    moving[..., :2, :] = True
+    noise = torch.randn(target.shape, generator=g)
+    on_moving, on_still = target + noise * moving, target + noise * ~moving
+    plain = reconstruction_errors(on_moving, target, previous)
+    assert plain[0] == pytest.approx(float(F.mse_loss(on_moving, target)))
+    assert plain[1] == pytest.approx(float(F.l1_loss(on_moving, target)))
+    for err in (0, 1):  # mse, l1
+        assert reconstruction_errors(on_moving, target, previous, 3.0)[err] > reconstruction_errors(on_moving, target, previous)[err]
+        assert reconstruction_errors(on_still, target, previous, 3.0)[err] < reconstruction_errors(on_still, target, previous)[err]
+    # weights of mean 1: where every pixel moves (or none does) the weighted loss is the plain one
+    everywhere = previous - 1
+    for prev in (everywhere, target):
+        a, b = reconstruction_errors(on_moving, target, prev, 3.0), reconstruction_errors(on_moving, target, prev)
+        assert a[0] == pytest.approx(float(b[0]), rel=1e-5) and a[1] == pytest.approx(float(b[1]), rel=1e-5)
+    # below the threshold a change is not a move
+    faint = previous + 0.5 / 32
+    assert reconstruction_errors(on_moving, faint, previous, 3.0)[0] == pytest.approx(
+        float(reconstruction_errors(on_moving, faint, previous)[0]), rel=1e-5)

@@ -46,6 +46,11 @@ class LamConfig:
     # Decoder outputs x_{t+1} - x_t added to x_t (an identity prior; x_t is already its input).
     predict_residual: bool = True
     recon_loss: Literal["mse", "l1", "mse+l1"] = "mse"
+    # The reconstruction loss weighted towards pixels that move: a pixel whose colour changes
+    # between x_t and x_{t+1} (by more than 1/32 of the range in some channel) weighs
+    # 1 + moving_weight, a still one 1, normalised to a mean weight of 1 per clip. In a game most
+    # pixels stay put, and the few that move carry the action. 0: the plain loss.
+    moving_weight: float = 0.0
     # VQ: EMA codebook updates when codebook_ema > 0 (Razavi et al. 2019), else codebook +
     # commitment losses (van den Oord 2017; then codebook_weight applies). With only a few codes
     # the encoder's latents start nearly identical, all on one code, and a commitment term pulls

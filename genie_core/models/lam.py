@@ -59,6 +59,23 @@ class ConvStem(nn.Module):
         return rearrange(self.net(x), "n d h w -> n (h w) d")
 
 
+MOVED = 2 / 32  # a colour change of 1/32 of the [-1, 1] range marks a pixel as moving
+
+
+def reconstruction_errors(prediction: Tensor, target: Tensor, previous: Tensor,
+                          moving_weight: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Mean squared and absolute errors of ``prediction`` against ``target`` (B, 3, T, H, W), each
+    pixel weighted ``1 + moving_weight`` where ``target`` differs from ``previous`` by more than
+    ``MOVED`` in some channel, else 1, the weights normalised to mean 1 per clip (0: plain means)."""
+    err = prediction.float() - target.float()
+    if moving_weight == 0:
+        return err.pow(2).mean(), err.abs().mean()
+    moved = ((target.float() - previous.float()).abs().amax(1, keepdim=True) > MOVED).float()
+    weight = 1 + moving_weight * moved  # (B, 1, T, H, W)
+    weight = weight / weight.mean(dim=(1, 2, 3, 4), keepdim=True)
+    return (weight * err.pow(2)).mean(), (weight * err.abs()).mean()
+
+
 class LatentActionModel(nn.Module, Checkpointable):
     """Encoder (frames -> one continuous latent per transition) -> VQ -> decoder (past frames +
     quantised actions -> next frames).
@@ -232,8 +249,7 @@ class LatentActionModel(nn.Module, Checkpointable):
             q = QuantizerOutput(z, ids, zero, zero, zero, perplexity)
         prediction = self.decode(video[:, :, :-1], q.quantized.to(video.dtype))
         target = video[:, :, 1:]
-        mse = F.mse_loss(prediction.float(), target.float())
-        l1 = F.l1_loss(prediction.float(), target.float())
+        mse, l1 = reconstruction_errors(prediction, target, video[:, :, :-1], self.config.moving_weight)
         recon = {"mse": mse, "l1": l1, "mse+l1": mse + l1}[self.config.recon_loss]
         loss = recon + q.loss
         aux = {"recon_loss": recon.detach(), "mse": mse.detach(), "l1": l1.detach(),
