@@ -163,7 +163,8 @@ def _print_table(summary: dict[str, Any], game: Any) -> None:
     columns = ("inferred", "random", "random_freq", "copy", "copy_tokens")
     for title in ("t", "inferred", "random", "random (freq)", "copy (pixels)", "copy (tokens)", "Δ",
                   "vs copy"):
-        by_t.add_column(title, justify="right", no_wrap=title == "vs copy", min_width=10 if title == "vs copy" else None)
+        whole = title == "vs copy"  # "+0.59±0.52" kept on one line
+        by_t.add_column(title, justify="right", no_wrap=whole, min_width=10 if whole else None)
     vs_sem = summary["world_vs_copy_sem_by_t"]
     for k in range(t):
         cells = [f"{summary[f'psnr_{name}_by_t'][k]:.2f}" for name in columns]

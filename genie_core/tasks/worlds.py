@@ -170,13 +170,10 @@ def set_world_sampling(src: str | Path, dst: str | Path, **changes: Any) -> None
     if unknown:
         raise ArgumentError(f"unknown sampling setting(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
     merged = {**config["dynamics"].get("sampling", {}), **changes}
-    try:  # checked as loading checks it (choices and types), so the file written loads
-        checked = from_dict(SamplingConfig, {k: v for k, v in merged.items() if k in names},
-                            source="sampling", prefix="dynamics.sampling")
-    except ArgumentError:
-        raise
-    except (TypeError, ValueError) as err:
-        raise ArgumentError(str(err)) from None
+    # checked as loading checks it (choices, types, __post_init__): a ConfigError, so the file
+    # written loads
+    checked = from_dict(SamplingConfig, {k: v for k, v in merged.items() if k in names},
+                        source="sampling", prefix="dynamics.sampling")
     config["dynamics"]["sampling"] = dataclasses.asdict(checked)
     meta["config"] = json.dumps(config, sort_keys=True)
     _write_world(dst, tensors, meta)
