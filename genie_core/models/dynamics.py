@@ -264,7 +264,7 @@ class DynamicsModel(nn.Module, Checkpointable):
             if actions is None or actions.shape != (B, T):
                 raise ValueError("frames appended to a cache need one action each, shape (B, T)")
             frame_actions = actions.long()
-        self.transformer(self.embed(ids, frame_actions), cache, update_cache=True)
+        self.transformer(self.embed(ids, frame_actions), cache, update_cache=True, output=False)
         return cache
 
     def next_logits(self, cache: KVCache, ids: Tensor, action: Tensor) -> list[Tensor]:
