@@ -1,9 +1,7 @@
 """Attention and rotary positions in a training step's shapes: the fused CPU kernel
 (scaled_dot_product_attention) against softmax(q k^T) v written out, forward + backward, and the
-rotary pass with split, upcast, concatenated halves against whole fp32 tables; and in play's
-shapes (no grad, one new frame over the KV cache), the fused kernel on bf16 against fp32 inputs.
-Interleaved rounds, medians, ratios within this run (the ST transformer's choices rest on these
-figures).
+rotary pass with split, upcast, concatenated halves against whole fp32 tables. Interleaved
+rounds, medians, ratios within this run (the ST transformer's choices rest on these figures).
 
     python bench/bench_attention.py                  # the coinrun preset's dynamics step shapes
     python bench/bench_attention.py --batch 8 --frames 8 --threads 1 --json
@@ -34,19 +32,6 @@ def fwd_bwd(attend, shape: tuple[int, ...], dtype: torch.dtype):
     return lambda: attend(q, k, v).backward(grad)
 
 
-def no_grad(attend, q_shape: tuple[int, ...], kv_shape: tuple[int, ...], dtype: torch.dtype,
-            kv_dtype: torch.dtype):
-    """Inference: q (N, H, 1, Dh) over k, v (N, H, L, Dh) of the cache's dtype, as a play step
-    attends over its KV cache."""
-    q = torch.randn(q_shape, dtype=dtype)
-    k, v = torch.randn(kv_shape, dtype=kv_dtype), torch.randn(kv_shape, dtype=kv_dtype)
-
-    def run() -> None:
-        with torch.no_grad():
-            attend(q, k, v)
-    return run
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=4)
@@ -62,12 +47,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from genie_core.models.layers.st_transformer import (
-        CACHE_DTYPE,
         _band_mask,
         _explicit_attention,
         _grid_table,
         _rotate,
-        _wide_attention,
         apply_grid_rotary,
         grid_angles,
     )
@@ -92,10 +75,6 @@ def main() -> None:
                     fwd_bwd(lambda q, k, v: _explicit_attention(q, k, v, torch.ones(S, S, dtype=torch.bool)),
                             (B * T, H, S, Dh), bf16)),
         "rotary": (old_rotary, lambda: _rotate(x, whole).backward(gx)),
-        # play: one new frame attends over the window's cached frames at each of S positions
-        # (the cache used to hold bf16; it now holds fp32, CACHE_DTYPE)
-        "play-temporal": (no_grad(F.scaled_dot_product_attention, (S, H, 1, Dh), (S, H, args.window, Dh), bf16, bf16),
-                          no_grad(_wide_attention, (S, H, 1, Dh), (S, H, args.window, Dh), bf16, CACHE_DTYPE)),
     }
     for name, (base, new) in cases.items():
         times: dict[str, list[float]] = {"base": [], "new": []}
@@ -105,14 +84,12 @@ def main() -> None:
         b, n = statistics.median(times["base"]), statistics.median(times["new"])
         labels = {"temporal": ("fused SDPA, band mask", "explicit softmax"),
                   "spatial": ("fused SDPA", "explicit softmax"),
-                  "rotary": ("split fp32 (apply_grid_rotary)", "whole fp32 tables (_rotate)"),
-                  "play-temporal": ("fused SDPA, bf16", "fused SDPA, fp32 (_wide_attention)")}[name]
+                  "rotary": ("split fp32 (apply_grid_rotary)", "whole fp32 tables (_rotate)")}[name]
         if args.json:
             print(json.dumps({"case": name, "threads": args.threads, "base": labels[0], "base_ms": b * 1e3,
                               "new": labels[1], "new_ms": n * 1e3, "speedup": b / n}))
         else:
-            what = "no grad" if name.startswith("play") else "fwd+bwd"
-            print(f"{name:13s} {what:8s} {labels[0]:32s} {b * 1e3:8.1f} ms   {labels[1]:30s} {n * 1e3:8.1f} ms"
+            print(f"{name:9s} fwd+bwd  {labels[0]:32s} {b * 1e3:8.1f} ms   {labels[1]:30s} {n * 1e3:8.1f} ms"
                   f"   x{b / n:.2f}")
 
 

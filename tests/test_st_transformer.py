@@ -275,29 +275,3 @@ def test_committing_without_output_fills_the_cache_exactly_as_a_full_pass() -> N
     with pytest.raises(ValueError, match="cache"):
         model(x, output=False)
 
-
-def test_bf16_play_attends_over_an_fp32_cache_exactly_as_fp32_attention_of_its_bf16_keys() -> None:
-    """Under bf16 the cache holds the bf16 keys and values widened to fp32 (CACHE_DTYPE) and one
-    new frame attends over them in fp32: the result is fp32 attention of the bf16-rounded inputs
-    (to fp32 rounding), not bf16 attention, and the cached path agrees with recomputing the
-    frames with no cache (which attends in fp32 too) to bf16 rounding of the layers' outputs."""
-    from genie_core.models.layers import st_transformer as st
-
-    assert st.CACHE_DTYPE == torch.float32
-    g = torch.Generator().manual_seed(3)
-    q, k, v = (torch.randn(shape, generator=g).to(torch.bfloat16) for shape in
-               ((7, 4, 1, 16), (7, 4, 5, 16), (7, 4, 5, 16)))
-    cache = st.LayerCache(window=6)
-    cache.store(k[:, :, :4], v[:, :, :4], end=4)
-    assert cache.k.dtype == torch.float32 and torch.equal(cache.k[:, :, :4], k[:, :, :4].float())
-    y = cache.attend_one(q, k[:, :, 4:], v[:, :, 4:], update=True)
-    assert y.dtype == torch.bfloat16
-    ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
-    torch.testing.assert_close(y.float(), ref.to(torch.bfloat16).float(), rtol=0, atol=0)
-
-    model, x = _model(), _input()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        full = model(x)
-        c = model.new_cache()
-        outs = [model(x[:, :2], c)] + [model(x[:, t:t + 1], c) for t in range(2, T)]
-    torch.testing.assert_close(torch.cat(outs, 1).float(), full.float(), rtol=0.02, atol=0.02)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,15 +30,9 @@ __all__ = ["STTransformer", "STBlock", "KVCache", "LayerCache", "rotary_angles",
 # ----------------------------------------------------------------------------- KV cache
 
 
-# The cache holds keys and values in fp32 whatever the precision (bf16 keys are rounded to bf16
-# first, so the numbers are the bf16 model's): temporal attention over it runs in fp32 (see
-# ``_wide_attention``), and keeping it wide saves converting the whole cache at every step.
-CACHE_DTYPE = torch.float32
-
-
 class LayerCache:
-    """One layer's rotated temporal keys/values in a ring buffer (B*S, H, C, Dh), fp32: the frame
-    at absolute position p lives in slot p % C. With a window W, C = W: W - 1 past frames plus one
+    """One layer's rotated temporal keys/values in a ring buffer (B*S, H, C, Dh): the frame at
+    absolute position p lives in slot p % C. With a window W, C = W: W - 1 past frames plus one
     free slot into which the frame being decoded is written, so decoding a frame copies nothing
     but that frame's own keys (concatenating the cache at every MaskGIT step cost ~20% of a step).
     """
@@ -70,10 +63,10 @@ class LayerCache:
         n = T if self.keep is None else min(T, self.keep)
         C = self.window if self.window is not None else max(16, 2 * end)
         shape = (k.shape[0], k.shape[1], C, k.shape[3])
-        self.k, self.v = k.new_zeros(shape, dtype=CACHE_DTYPE), v.new_zeros(shape, dtype=CACHE_DTYPE)
+        self.k, self.v = k.new_zeros(shape), v.new_zeros(shape)
         slots = torch.arange(end - n, end, device=k.device) % C
-        self.k.index_copy_(2, slots, k[:, :, T - n:].to(CACHE_DTYPE))
-        self.v.index_copy_(2, slots, v[:, :, T - n:].to(CACHE_DTYPE))
+        self.k.index_copy_(2, slots, k[:, :, T - n:])
+        self.v.index_copy_(2, slots, v[:, :, T - n:])
         self.length, self.end = n, end
 
     def fast_path(self, start: int, T: int) -> bool:
@@ -90,13 +83,15 @@ class LayerCache:
             grow = lambda t: torch.cat((t, torch.zeros_like(t)), dim=2)  # noqa: E731
             self.k, self.v = grow(self.k), grow(self.v)
             C *= 2
+        if self.k.dtype != k.dtype:  # precision changed between calls
+            self.k, self.v = self.k.to(k.dtype), self.v.to(v.dtype)
         slot = self.end % C
         self.k[:, :, slot] = k[:, :, 0]
         self.v[:, :, slot] = v[:, :, 0]
         full = self.keep is not None and self.length == self.keep
         # Order does not matter to one query with no mask: attend to the filled slots as they lie.
         keys, values = (self.k, self.v) if full else (self.k[:, :, : self.length + 1], self.v[:, :, : self.length + 1])
-        y = _wide_attention(q, keys, values)
+        y = F.scaled_dot_product_attention(q, keys, values)
         if update:
             self.end += 1
             self.length = self.length + 1 if self.keep is None else min(self.length + 1, self.keep)
@@ -245,11 +240,11 @@ class TemporalAttention(Attention):
             if _written_out(L):
                 y = _explicit_attention(q, k, v, _band_mask(T, L, window, x.device))
             elif (window is None or window >= L) and past_len == 0:
-                y = _wide_attention(q, k, v, is_causal=T > 1)
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
             elif (window is None or window >= L) and T == 1:  # sees every cached frame
-                y = _wide_attention(q, k, v)
+                y = F.scaled_dot_product_attention(q, k, v)
             else:
-                y = _wide_attention(q, k, v, attn_mask=_band_mask(T, L, window, x.device))
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=_band_mask(T, L, window, x.device))
             if cache is not None and update:
                 cache.store(k, v, start + T)
         y = rearrange(y, "(b s) h t d -> b t s (h d)", b=B).contiguous()
@@ -273,16 +268,6 @@ def _explicit_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None 
         if allowed is not None:
             scores = scores.masked_fill(~allowed, float("-inf"))
         return torch.matmul(scores.softmax(dim=-1), v.to(wide)).to(q.dtype)
-
-
-def _wide_attention(q: Tensor, k: Tensor, v: Tensor, **mask: Any) -> Tensor:
-    """Temporal attention outside training: the fused kernel on fp32 copies, the result in q's
-    dtype. Over a few frames at each of many positions (256 x 4 heads of 64, 8 keys) the fused CPU
-    kernel ran 3.8x faster in fp32 than in bf16 (bench/bench_attention.py), and the scores are
-    then exact to fp32 for a bf16 model too."""
-    wide = torch.promote_types(q.dtype, torch.float32)
-    with torch.autocast(q.device.type, enabled=False):
-        return F.scaled_dot_product_attention(q.to(wide), k.to(wide), v.to(wide), **mask).to(q.dtype)
 
 
 def _written_out(keys: int) -> bool:
