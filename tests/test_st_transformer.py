@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -234,6 +235,38 @@ def test_fused_rotation_gives_the_bits_of_apply_rotary_outside_training():
     low = _rotate(g, _grid_table(3, 4, 16, 2, torch.bfloat16, cpu))
     torch.testing.assert_close(low.float(), ref_g.float(), atol=0.05, rtol=0.02)
 
+
+
+def test_queries_and_keys_normed_and_rotated_together_give_the_bits_of_one_pass_each():
+    """Attention.project norms queries and keys in one pass and _rotate turns them with pair
+    tables: bit for bit F.rms_norm(q, q_scale) / (k, k_scale) and _rotate of each (the samples
+    of play and evaluation unchanged), in fp32, in bf16 and under bf16 autocast."""
+    from genie_core.models.layers.st_transformer import Attention, _frame_table, _grid_table, _rotate
+
+    torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    att = Attention(64, 4, qk_norm=True)
+    with torch.no_grad():
+        att.q_scale.uniform_(0.5, 1.5)
+        att.k_scale.uniform_(0.5, 1.5)
+    for dtype, autocast in ((torch.float32, False), (torch.bfloat16, False), (torch.float32, True)):
+        net = copy.deepcopy(att).to(dtype)
+        x = torch.randn(2, 12, 64).to(dtype)
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+            qk, v = net.project(x)
+            qkv = net.qkv(x).unflatten(-1, (3, 4, 16))
+            q, k = qkv[..., 0, :, :], qkv[..., 1, :, :]
+            q_ref = F.rms_norm(q, (16,), net.q_scale.to(q.dtype))
+            k_ref = F.rms_norm(k, (16,), net.k_scale.to(k.dtype))
+            assert torch.equal(qk[..., 0, :, :], q_ref) and torch.equal(qk[..., 1, :, :], k_ref)
+            assert torch.equal(v, qkv[..., 2, :, :])
+            for single, pair in ((_frame_table(3, 12, 16, 4, torch.float32, cpu),
+                                  _frame_table(3, 12, 16, 4, torch.float32, cpu, pairs=2)),
+                                 (_grid_table(3, 4, 16, 4, torch.float32, cpu),
+                                  _grid_table(3, 4, 16, 4, torch.float32, cpu, pairs=2))):
+                turned = _rotate(qk, pair)
+                assert torch.equal(turned[..., 0, :, :], _rotate(q_ref, single))
+                assert torch.equal(turned[..., 1, :, :], _rotate(k_ref, single))
 
 
 def test_grid_prefix_tokens_keep_no_position_and_the_grid_rotates_as_without_them():

@@ -27,42 +27,47 @@ def rotary_angles(positions: Tensor, head_dim: int, base: float = 10000.0) -> tu
 
 
 def _full_width(cos_parts: tuple[Tensor, ...], sin_parts: tuple[Tensor, ...], heads: int,
-                dtype: torch.dtype) -> tuple[Tensor, Tensor, int]:
+                dtype: torch.dtype, pairs: int = 0) -> tuple[Tensor, Tensor, int]:
     """Rotation tables over every head for ``_rotate``: cos (P, heads, Dh) and the signed sin of
-    each half-split group (one group for time, two for the grid's rows and columns). Made
-    whole, not broadcast: a broadcast fp32 table over a bf16 x took 3-6x as long on CPU."""
+    each half-split group (one group for time, two for the grid's rows and columns); with
+    ``pairs`` n > 0, (P, n, heads, Dh), for queries and keys rotated together. Made whole, not
+    broadcast: a broadcast fp32 table over a bf16 x took 3-6x as long on CPU."""
     cos = torch.cat([torch.cat((c, c), dim=-1) for c in cos_parts], dim=-1)
     sin = torch.cat([torch.cat((-s, s), dim=-1) for s in sin_parts], dim=-1)
-    whole = lambda t: t[:, None].expand(-1, heads, -1).to(dtype).contiguous()  # noqa: E731
+    if pairs:
+        whole = lambda t: t[:, None, None].expand(-1, pairs, heads, -1).to(dtype).contiguous()  # noqa: E731
+    else:
+        whole = lambda t: t[:, None].expand(-1, heads, -1).to(dtype).contiguous()  # noqa: E731
     return whole(cos), whole(sin), len(cos_parts)
 
 
 @functools.lru_cache(maxsize=256)
 def _frame_table(start: int, count: int, head_dim: int, heads: int, dtype: torch.dtype,
-                 device: torch.device) -> tuple[Tensor, Tensor, int]:
+                 device: torch.device, pairs: int = 0) -> tuple[Tensor, Tensor, int]:
     """The rotation of frames start..start+count-1, memoised: every layer and every MaskGIT
     step of a frame asks for the same one. Made outside inference mode, so a table first built
     during play can still be used by training (inference tensors cannot join autograd)."""
     with torch.inference_mode(False), torch.no_grad():
         cos, sin = rotary_angles(torch.arange(start, start + count, device=device), head_dim)
-        return _full_width((cos,), (sin,), heads, dtype)
+        return _full_width((cos,), (sin,), heads, dtype, pairs)
 
 
 @functools.lru_cache(maxsize=64)
 def _grid_table(height: int, width: int, head_dim: int, heads: int, dtype: torch.dtype,
-                device: torch.device, prefix: int = 0) -> tuple[Tensor, Tensor, int]:
+                device: torch.device, prefix: int = 0, pairs: int = 0) -> tuple[Tensor, Tensor, int]:
     """The grid's rotation, after ``prefix`` unrotated rows (tokens with no position, such as
     a pooling token before the grid: cos 1, sin 0)."""
     with torch.inference_mode(False), torch.no_grad():
         cos_r, sin_r, cos_c, sin_c = grid_angles(height, width, head_dim, device)
         lead = lambda a, fill: torch.cat((a.new_full((prefix, a.shape[1]), fill), a))  # noqa: E731
         cos_r, cos_c, sin_r, sin_c = lead(cos_r, 1.0), lead(cos_c, 1.0), lead(sin_r, 0.0), lead(sin_c, 0.0)
-        return _full_width((cos_r, cos_c), (sin_r, sin_c), heads, dtype)
+        return _full_width((cos_r, cos_c), (sin_r, sin_c), heads, dtype, pairs)
 
 
 def _rotate(x: Tensor, table: tuple[Tensor, Tensor, int]) -> Tensor:
     """``apply_rotary`` (one group) or ``apply_grid_rotary`` (two) in a few passes over x
-    (..., P, H, Dh) with (P, H, Dh) tables: with fp32 tables the same products and sums as
+    (..., P, H, Dh) with (P, H, Dh) tables (or x (..., P, n, H, Dh) with ``pairs=n`` tables):
+    with fp32 tables the same products and sums as
     ``apply_rotary``, so the same bits (an fp32 table promotes a bf16 x exactly; the sign lives
     in the table), without splitting, upcasting and concatenating. The ST transformer uses fp32
     tables in training too, so the model trains on the rotations it plays with (bf16 tables made

@@ -78,6 +78,22 @@ class LayerCache:
 
     def attend_one(self, q: Tensor, k: Tensor, v: Tensor, update: bool) -> Tensor:
         """Attention of one new frame (q, k, v: (B*S, H, 1, Dh)) over the cache and itself."""
+        full = self.keep is not None and self.length == self.keep
+        self._write(k, v)
+        # Order does not matter to one query with no mask: attend to the filled slots as they lie.
+        keys, values = (self.k, self.v) if full else (self.k[:, :, : self.length + 1], self.v[:, :, : self.length + 1])
+        y = F.scaled_dot_product_attention(q, keys, values)
+        if update:
+            self._advance()
+        return y
+
+    def append_one(self, k: Tensor, v: Tensor) -> None:
+        """``attend_one(..., update=True)`` for the cache alone: the frame joins, nothing attends."""
+        self._write(k, v)
+        self._advance()
+
+    def _write(self, k: Tensor, v: Tensor) -> None:
+        """Put one new frame's k, v (B*S, H, 1, Dh) into the slot after the cached frames."""
         C = self.k.shape[2]
         if self.window is None and self.end >= C:  # unbounded cache: grow
             grow = lambda t: torch.cat((t, torch.zeros_like(t)), dim=2)  # noqa: E731
@@ -88,14 +104,10 @@ class LayerCache:
         slot = self.end % C
         self.k[:, :, slot] = k[:, :, 0]
         self.v[:, :, slot] = v[:, :, 0]
-        full = self.keep is not None and self.length == self.keep
-        # Order does not matter to one query with no mask: attend to the filled slots as they lie.
-        keys, values = (self.k, self.v) if full else (self.k[:, :, : self.length + 1], self.v[:, :, : self.length + 1])
-        y = F.scaled_dot_product_attention(q, keys, values)
-        if update:
-            self.end += 1
-            self.length = self.length + 1 if self.keep is None else min(self.length + 1, self.keep)
-        return y
+
+    def _advance(self) -> None:
+        self.end += 1
+        self.length = self.length + 1 if self.keep is None else min(self.length + 1, self.keep)
 
     def clone(self) -> "LayerCache":
         out = LayerCache(self.window)
@@ -177,17 +189,23 @@ class Attention(nn.Module):
             self.q_scale = nn.Parameter(torch.ones(self.head_dim))
             self.k_scale = nn.Parameter(torch.ones(self.head_dim))
 
-    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x (..., L, D) -> q, k, v each (..., L, H, Dh): views of one projection, heads beside
-        each other (every later elementwise pass then reads memory in order; a head-major view
-        made the QK-norm and rotary passes several times slower on CPU)."""
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (..., L, D) -> qk (..., L, 2, H, Dh) (queries then keys, QK-normed) and v
+        (..., L, H, Dh): views of one projection, heads beside each other (every later
+        elementwise pass then reads memory in order; a head-major view made the QK-norm and
+        rotary passes several times slower on CPU). Queries and keys go through the norm and the
+        rotation together: half the small kernels of a play frame's attention (each pass over
+        them is a handful of kernels), the same bits as one pass each."""
         qkv = linear2d(self.qkv, x).unflatten(-1, (3, self.heads, self.head_dim))
-        q, k, v = qkv.unbind(-3)
+        qk, v = qkv[..., :2, :, :], qkv[..., 2, :, :]
         if self.qk_norm:
-            # weights in the activations' dtype: a bf16/fp32 mix misses the fused kernel
-            q = F.rms_norm(q, (self.head_dim,), self.q_scale.to(q.dtype))
-            k = F.rms_norm(k, (self.head_dim,), self.k_scale.to(k.dtype))
-        return q, k, v
+            # F.rms_norm(q, q_scale in q's dtype) computes x * rsqrt(mean(x^2) + eps) * scale in
+            # fp32 and rounds once; the same products over the stacked pair give each half's
+            # bits (tests/test_st_transformer.py) in half the kernels.
+            scale = torch.stack((self.q_scale, self.k_scale)).to(qk.dtype).float()[:, None]
+            normed = F.rms_norm(qk.float(), (self.head_dim,)) * scale.expand(2, self.heads, self.head_dim)
+            qk = normed.to(qk.dtype)
+        return qk, v
 
     def out(self, y: Tensor) -> Tensor:
         """y (..., H, L, Dh) -> (..., L, D); contiguous before the linear (bf16 fast path)."""
@@ -201,13 +219,12 @@ class SpatialAttention(Attention):
 
     def forward(self, x: Tensor, grid: tuple[int, int, int] | None = None) -> Tensor:
         B = x.shape[0]
-        q, k, v = self.project(x)  # (B, T, S, H, Dh)
+        qk, v = self.project(x)  # (B, T, S, 2, H, Dh), (B, T, S, H, Dh)
         if grid is not None:
             h, w, prefix = grid
-            table = _grid_table(h, w, self.head_dim, self.heads, torch.float32, x.device, prefix)
-            q, k = _rotate(q, table), _rotate(k, table)
+            qk = _rotate(qk, _grid_table(h, w, self.head_dim, self.heads, torch.float32, x.device, prefix, pairs=2))
         # SDPA's fused CPU kernel takes 4-D inputs only (5-D falls back to the math path).
-        q, k, v = (t.transpose(2, 3).flatten(0, 1) for t in (q, k, v))  # (B*T, H, S, Dh)
+        q, k, v = (t.transpose(2, 3).flatten(0, 1) for t in (*qk.unbind(-3), v))  # (B*T, H, S, Dh)
         y = rearrange(_attend(q, k, v), "(b t) h s d -> b t h s d", b=B)
         return self.out(y)
 
@@ -217,17 +234,22 @@ class TemporalAttention(Attention):
 
     ``cache`` (this layer's) holds earlier frames' rotated keys/values ending right before frame
     ``start``; with ``update`` the new frames join it. ``window`` limits how far back a frame
-    looks (itself included).
+    looks (itself included). ``output=False`` (with a cache to update) only stores the new
+    frames' keys/values and returns None: a last block whose output nothing reads.
     """
 
     def forward(self, x: Tensor, start: int = 0, cache: LayerCache | None = None,
-                window: int | None = None, update: bool = True) -> Tensor:
+                window: int | None = None, update: bool = True, output: bool = True) -> Tensor | None:
         B, T, S, _ = x.shape
-        q, k, v = self.project(rearrange(x, "b t s d -> b s t d").contiguous())  # (B, S, T, H, Dh)
-        table = _frame_table(start, T, self.head_dim, self.heads, torch.float32, x.device)
-        q, k = _rotate(q, table), _rotate(k, table)
-        q, k, v = (t.transpose(2, 3).flatten(0, 1) for t in (q, k, v))  # (B*S, H, T, Dh)
+        qk, v = self.project(rearrange(x, "b t s d -> b s t d").contiguous())  # (B, S, T, 2, H, Dh)
+        qk = _rotate(qk, _frame_table(start, T, self.head_dim, self.heads, torch.float32, x.device, pairs=2))
+        q, k, v = (t.transpose(2, 3).flatten(0, 1) for t in (*qk.unbind(-3), v))  # (B*S, H, T, Dh)
+        if not output and (cache is None or not update):
+            raise ValueError("output=False only makes sense when updating a cache")
         if cache is not None and cache.fast_path(start, T):
+            if not output:
+                cache.append_one(k, v)
+                return None
             y = cache.attend_one(q, k, v, update)
         else:
             past = cache.ordered() if cache is not None else None
@@ -236,6 +258,9 @@ class TemporalAttention(Attention):
                 past_len = past[0].shape[2]
                 k = torch.cat((past[0].to(k.dtype), k), dim=2)
                 v = torch.cat((past[1].to(v.dtype), v), dim=2)
+            if not output:
+                cache.store(k, v, start + T)
+                return None
             L = k.shape[2]
             if _written_out(L):
                 y = _explicit_attention(q, k, v, _band_mask(T, L, window, x.device))
@@ -318,13 +343,16 @@ class STBlock(nn.Module):
 
     def forward(self, x: Tensor, start: int = 0, cache: LayerCache | None = None,
                 window: int | None = None, update: bool = True,
-                grid: tuple[int, int, int] | None = None, ffw: bool = True) -> Tensor:
-        """``ffw=False`` skips the feed-forward (for a last block whose output nothing reads)."""
+                grid: tuple[int, int, int] | None = None, output: bool = True) -> Tensor | None:
+        """``output=False`` (a last block whose output nothing reads, updating a cache) stops
+        once the temporal keys/values are in the cache: no temporal attention, no feed-forward;
+        returns None."""
         x = x + self.spatial(self.norm_spatial(x), grid)
+        if not output:
+            self.temporal(self.norm_temporal(x), start, cache, window, update, output=False)
+            return None
         x = x + self.temporal(self.norm_temporal(x), start, cache, window, update)
-        if ffw:
-            x = x + self.ffw(self.norm_ffw(x))
-        return x
+        return x + self.ffw(self.norm_ffw(x))
 
 
 class STTransformer(nn.Module):
@@ -340,8 +368,8 @@ class STTransformer(nn.Module):
     ``update_cache`` the cache then also holds them (sliding to its window), else it is left
     untouched (MaskGIT refines one frame several times before committing it). With
     ``output=False`` only the cache is wanted (committing a sampled frame): the last block's
-    feed-forward and the final norm, which no key or value depends on, are skipped and the
-    result is None.
+    temporal attention and feed-forward and the final norm, which no key or value depends on,
+    are skipped and the result is None.
     """
 
     def __init__(self, dim: int, depth: int, heads: int, qk_norm: bool = False, ffw_mult: float = 4.0,
@@ -411,7 +439,8 @@ class STTransformer(nn.Module):
         win = cache.window if window is None else window
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, cache.position, cache.layer(i), win, update_cache, grid=grid, ffw=output or i < last)
+            y = block(x, cache.position, cache.layer(i), win, update_cache, grid=grid, output=output or i < last)
+            x = x if y is None else y
         if update_cache:
             cache.position += x.shape[1]
             cache.spatial = x.shape[2]
