@@ -308,3 +308,48 @@ def test_committing_without_output_fills_the_cache_exactly_as_a_full_pass() -> N
     with pytest.raises(ValueError, match="cache"):
         model(x, output=False)
 
+
+
+@pytest.mark.parametrize("frames", [1, 7, 16])
+def test_one_frame_over_the_cache_is_the_rounded_exact_attention(frames: int) -> None:
+    """Decoding attends one new frame over fp32 cached keys/values with plain fp32 matmuls: from
+    bf16 inputs under autocast that is the exact attention rounded once to bf16 (the fused kernel
+    on bf16 inputs was further off), and in fp32 it agrees with the fused kernel."""
+    from genie_core.models.layers.kv_cache import _attend_cached
+
+    torch.manual_seed(frames)
+    q = (2 * torch.randn(512, 4, 1, 16)).bfloat16()
+    k = (2 * torch.randn(512, 4, frames, 16)).bfloat16()
+    v = torch.randn(512, 4, frames, 16).bfloat16()
+    exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = _attend_cached(q, k.float(), v.float())
+        fused = F.scaled_dot_product_attention(q, k, v)
+    assert ours.dtype == torch.bfloat16
+    rounded = exact.bfloat16()
+    assert (ours == rounded).float().mean() > 0.999
+    ulp = torch.finfo(torch.bfloat16).eps * exact.abs().clamp_min(2 ** -10)
+    assert ((ours.double() - exact).abs() <= ulp).all()
+    assert (ours.double() - exact).abs().mean() <= (fused.double() - exact).abs().mean()
+    q32, k32, v32 = q.float(), k.float(), v.float()
+    torch.testing.assert_close(_attend_cached(q32, k32, v32), F.scaled_dot_product_attention(q32, k32, v32),
+                               rtol=0, atol=2e-6)
+
+
+def test_cache_holds_keys_and_values_in_fp32_exactly_as_computed() -> None:
+    """Under bf16 autocast the cache's fp32 buffers hold the bf16 keys exactly (no rounding lost
+    or added), and a cached bf16 pass stays close to the full forward."""
+    torch.manual_seed(0)
+    model = STTransformer(dim=32, depth=2, heads=2).eval()
+    x = torch.randn(1, 3, 4, 32)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        cache = model.new_cache()
+        model(x, cache, update_cache=True)
+        layer = cache.layer(0)
+        assert layer.k.dtype == torch.float32 and layer.v.dtype == torch.float32
+        filled = layer.k[:, :, : layer.length]
+        assert torch.equal(filled, filled.bfloat16().float())  # bf16 values, stored exactly
+        new = torch.randn(1, 1, 4, 32)
+        step = model(new, cache, update_cache=False)
+        full = model(torch.cat((x, new), dim=1))[:, -1:]
+    torch.testing.assert_close(step.float(), full.float(), rtol=0.05, atol=0.05)

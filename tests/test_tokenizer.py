@@ -257,6 +257,40 @@ def test_decoder_is_causal():
             assert not torch.equal(out[:, :, j * f], base[:, :, j * f]), j
 
 
+@pytest.mark.parametrize("preset", ["small", "quickstart", "magvit2"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decode_last_frame_is_the_full_decodes_last(preset, dtype):
+    """decode(last=True) runs only the newest frame through the decoder's frame-by-frame tail and
+    gives exactly the last frame of the full decode (play and evaluate draw one frame a step)."""
+    from genie_core.models.world import inference_tokenizer_config
+
+    torch.manual_seed(0)
+    tok = VideoTokenizer.from_config(inference_tokenizer_config(load_preset(preset).tokenizer)).eval().to(dtype)
+    h, w = 4, 4
+    codes = torch.where(torch.randn(2, tok.config.d_codebook, 3, h, w) > 0, 1.0, -1.0).to(dtype)
+    with torch.no_grad():
+        full, last = tok.decode(codes), tok.decode(codes, last=True)
+    assert last.shape == (*full.shape[:2], 1, *full.shape[3:])
+    assert torch.equal(last, full[:, :, -1:])
+    # small: only the first block (a causal conv with a time kernel) sees every frame.
+    assert tok._frame_local_from == {"small": 1, "quickstart": 0, "magvit2": len(tok.decoder)}[preset]
+
+
+def test_decode_last_runs_one_frame_past_the_split():
+    """The blocks after the split see one frame: what makes the last-frame decode cheaper."""
+    from genie_core.models.world import inference_tokenizer_config
+
+    tok = VideoTokenizer.from_config(inference_tokenizer_config(load_preset("small").tokenizer)).eval()
+    seen: list[int] = []
+    hooks = [b.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[2])) for b in tok.decoder]
+    codes = torch.ones(1, tok.config.d_codebook, 2, 4, 4)
+    with torch.no_grad():
+        tok.decode(codes, last=True)
+    for hk in hooks:
+        hk.remove()
+    assert seen == [2] + [1] * (len(tok.decoder) - 1)
+
+
 def test_non_causal_encoder_block_rejected():
     with pytest.raises(ConfigError, match="use_causal"):
         VideoTokenizer(enc_desc=[("causal", {"out_channels": 8}),

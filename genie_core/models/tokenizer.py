@@ -5,6 +5,7 @@ encoder, lookup-free quantisation, a decoder with adaptive group norm, and the t
 
 from __future__ import annotations
 
+import functools
 from types import MappingProxyType
 from typing import Any, Iterator, Sequence
 
@@ -17,7 +18,7 @@ from genie_core.config.base import from_dict
 from genie_core.config.tokenizer import TokenizerConfig
 from genie_core.errors import ArgumentError, GenieError
 from genie_core.io.checkpoint_format import Checkpointable
-from genie_core.models.layers.blocks import Block, build_block
+from genie_core.models.layers.blocks import Block, build_block, frame_local
 from genie_core.models.lfq import LFQ
 
 # Submodules only training needs (GAN discriminator, perceptual loss); inference loads without them.
@@ -200,16 +201,35 @@ class VideoTokenizer(nn.Module, Checkpointable):
         return self.quantizer.ids_to_codes(ids)
 
     # ------------------------------------------------------------------------------- decoding
-    def decode(self, codes: Tensor) -> Tensor:
-        """(B, D, T', h, w) codes -> (B, 3, T' t, h s, w s). Frame i depends on latents <= i // t."""
+    def decode(self, codes: Tensor, last: bool = False) -> Tensor:
+        """(B, D, T', h, w) codes -> (B, 3, T' t, h s, w s). Frame i depends on latents <= i // t.
+
+        ``last``: only the newest frame, (B, 3, 1, H, W), the same values as ``decode(codes)[:,
+        :, -1:]``. Past the decoder's last block that mixes frames (a causal conv with a time
+        kernel) every block works frame by frame, so from there on only the last frame is run:
+        half the decoder's work when play decodes two frames of context to draw one.
+        """
         cond = self.quantizer.project_out(codes).contiguous(memory_format=torch.channels_last_3d)
         x = cond
-        for block in self.decoder:
+        split = self._frame_local_from if last else len(self.decoder)
+        for i, block in enumerate(self.decoder):
+            if i == split and x.shape[2] == cond.shape[2]:
+                fmt = torch.channels_last_3d
+                x, cond = x[:, :, -1:].contiguous(memory_format=fmt), cond[:, :, -1:].contiguous(memory_format=fmt)
             x = block(x, cond)
-        return x
+        return x[:, :, -1:] if last else x
 
-    def decode_ids(self, ids: Tensor) -> Tensor:
-        return self.decode(self.ids_to_codes(ids))
+    @functools.cached_property
+    def _frame_local_from(self) -> int:
+        """Index of the first decoder block after which every block is frame-local."""
+        split = len(self.decoder)
+        while split > 0 and frame_local(self.decoder[split - 1]):
+            split -= 1
+        return split
+
+    def decode_ids(self, ids: Tensor, last: bool = False) -> Tensor:
+        """``decode`` of ids (B, T', h, w); ``last``: the newest frame only."""
+        return self.decode(self.ids_to_codes(ids), last=last)
 
     @torch.no_grad()
     def reconstruct(self, video: Tensor) -> Tensor:

@@ -237,8 +237,8 @@ class World(nn.Module, Checkpointable):
     def _decode(self, tokenizer: nn.Module, ids: Tensor) -> np.ndarray:
         """ids (B, k, h, w) -> the last frame as uint8 (B, H, W, 3)."""
         from genie_core.io.frames import from_model
-        video = tokenizer.decode_ids(ids)  # (B, 3, k, H, W)
-        return from_model(video[:, :, -1:].float())[:, 0]
+        video = tokenizer.decode_ids(ids, last=True)  # (B, 3, 1, H, W)
+        return from_model(video.float())[:, 0]
 
     @torch.no_grad()
     def tokenize(self, frames: Any) -> Tensor:

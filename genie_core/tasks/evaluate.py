@@ -215,8 +215,8 @@ def copy_token_frames(world: Any, prompt: np.ndarray, horizon: int) -> np.ndarra
                 frames.append(frames[-1])
                 continue
             end = P + n + 1
-            video = world.tokenizer.decode_ids(seq[:, max(0, end - k):end])  # (B, 3, k', H, W)
-            frames.append(from_model(video[:, :, -1:].float())[:, 0])
+            video = world.tokenizer.decode_ids(seq[:, max(0, end - k):end], last=True)  # (B, 3, 1, H, W)
+            frames.append(from_model(video.float())[:, 0])
     return np.stack(frames, axis=1)
 
 

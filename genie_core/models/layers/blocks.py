@@ -181,6 +181,25 @@ class ProjOut(Block):
         return self.conv(self.act(self.norm(x)))
 
 
+def frame_local(block: nn.Module) -> bool:
+    """Whether output frame i of ``block`` depends on input frame i (and the latents' frame i)
+    alone: every convolution in it has time kernel and stride 1, nothing moves frames in time,
+    norms are per frame. Unknown modules count as not local."""
+    if isinstance(block, DepthToSpaceTimeUpsample) and block.t != 1:
+        return False
+    if not isinstance(block, (CausalConvBlock, ResidualBlock, SpaceTimeDownsample,
+                              DepthToSpaceTimeUpsample, AdaptiveGroupNorm, ProjOut)):
+        return False
+    for m in block.modules():
+        if isinstance(m, CausalConv3d) and (m.time_kernel, m.time_stride) != (1, 1):
+            return False
+        if isinstance(m, BlurDownsample) and m.time_factor != 1:
+            return False
+        if isinstance(m, (nn.GroupNorm, nn.BatchNorm3d)) and not isinstance(m, FrameGroupNorm):
+            return False
+    return True
+
+
 def build_block(spec: BlockSpec, cond_channels: int) -> Block:
     """Module for one resolved spec (n_rep == 1, channels explicit)."""
     if isinstance(spec, CausalConvSpec):

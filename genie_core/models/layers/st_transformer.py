@@ -6,13 +6,13 @@ time positions), then ONE feed-forward layer; pre-norm. A KV cache decodes frame
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from genie_core.models.layers.kv_cache import KVCache, LayerCache
 from genie_core.models.layers.rotary import (
     _frame_table,
     _grid_table,
@@ -25,141 +25,6 @@ from genie_core.models.layers.rotary import (
 
 __all__ = ["STTransformer", "STBlock", "KVCache", "LayerCache", "rotary_angles", "apply_rotary", "grid_angles",
            "apply_grid_rotary", "linear2d"]
-
-
-# ----------------------------------------------------------------------------- KV cache
-
-
-class LayerCache:
-    """One layer's rotated temporal keys/values in a ring buffer (B*S, H, C, Dh): the frame at
-    absolute position p lives in slot p % C. With a window W, C = W: W - 1 past frames plus one
-    free slot into which the frame being decoded is written, so decoding a frame copies nothing
-    but that frame's own keys (concatenating the cache at every MaskGIT step cost ~20% of a step).
-    """
-
-    def __init__(self, window: int | None) -> None:
-        self.window = window
-        self.k: Tensor | None = None
-        self.v: Tensor | None = None
-        self.length = 0  # valid past frames
-        self.end = 0  # absolute position right after the last cached frame
-
-    @property
-    def keep(self) -> int | None:
-        return None if self.window is None else self.window - 1
-
-    def ordered(self) -> tuple[Tensor, Tensor] | None:
-        """The cached frames' k, v in time order, (B*S, H, length, Dh); None when empty."""
-        if self.k is None or self.length == 0:
-            return None
-        C = self.k.shape[2]
-        slots = torch.arange(self.end - self.length, self.end, device=self.k.device) % C
-        return self.k.index_select(2, slots), self.v.index_select(2, slots)
-
-    def store(self, k: Tensor, v: Tensor, end: int) -> None:
-        """Replace the contents with the last ``keep`` of frames k, v (B*S, H, T, Dh) in time
-        order, the last one at position ``end - 1``."""
-        T = k.shape[2]
-        n = T if self.keep is None else min(T, self.keep)
-        C = self.window if self.window is not None else max(16, 2 * end)
-        shape = (k.shape[0], k.shape[1], C, k.shape[3])
-        self.k, self.v = k.new_zeros(shape), v.new_zeros(shape)
-        slots = torch.arange(end - n, end, device=k.device) % C
-        self.k.index_copy_(2, slots, k[:, :, T - n:])
-        self.v.index_copy_(2, slots, v[:, :, T - n:])
-        self.length, self.end = n, end
-
-    def fast_path(self, start: int, T: int) -> bool:
-        """One new frame right after the cache, whose visible past is exactly the cache."""
-        if self.k is None or T != 1 or start != self.end:
-            return False
-        full = self.keep is not None and self.length == self.keep
-        return full or self.end == self.length  # not full: slots 0..length-1, never wrapped
-
-    def attend_one(self, q: Tensor, k: Tensor, v: Tensor, update: bool) -> Tensor:
-        """Attention of one new frame (q, k, v: (B*S, H, 1, Dh)) over the cache and itself."""
-        full = self.keep is not None and self.length == self.keep
-        self._write(k, v)
-        # Order does not matter to one query with no mask: attend to the filled slots as they lie.
-        keys, values = (self.k, self.v) if full else (self.k[:, :, : self.length + 1], self.v[:, :, : self.length + 1])
-        y = F.scaled_dot_product_attention(q, keys, values)
-        if update:
-            self._advance()
-        return y
-
-    def append_one(self, k: Tensor, v: Tensor) -> None:
-        """``attend_one(..., update=True)`` for the cache alone: the frame joins, nothing attends."""
-        self._write(k, v)
-        self._advance()
-
-    def _write(self, k: Tensor, v: Tensor) -> None:
-        """Put one new frame's k, v (B*S, H, 1, Dh) into the slot after the cached frames."""
-        C = self.k.shape[2]
-        if self.window is None and self.end >= C:  # unbounded cache: grow
-            grow = lambda t: torch.cat((t, torch.zeros_like(t)), dim=2)  # noqa: E731
-            self.k, self.v = grow(self.k), grow(self.v)
-            C *= 2
-        if self.k.dtype != k.dtype:  # precision changed between calls
-            self.k, self.v = self.k.to(k.dtype), self.v.to(v.dtype)
-        slot = self.end % C
-        self.k[:, :, slot] = k[:, :, 0]
-        self.v[:, :, slot] = v[:, :, 0]
-
-    def _advance(self) -> None:
-        self.end += 1
-        self.length = self.length + 1 if self.keep is None else min(self.length + 1, self.keep)
-
-    def clone(self) -> "LayerCache":
-        out = LayerCache(self.window)
-        out.k = None if self.k is None else self.k.clone()
-        out.v = None if self.v is None else self.v.clone()
-        out.length, out.end = self.length, self.end
-        return out
-
-
-@dataclass
-class KVCache:
-    """Temporal keys/values of past frames for every layer, for decoding frame after frame.
-
-    ``position`` is the absolute index of the next frame; the cache holds the frames
-    ``[position - length, position)``. A frame sees at most ``window`` frames, itself included,
-    so ``window - 1`` past frames are kept (oldest dropped) and a new frame costs the same
-    however long the session. Keys are stored already rotated (positions never shift).
-    """
-
-    window: int | None = None
-    position: int = 0
-    layers: list[LayerCache] = field(default_factory=list)
-    spatial: int = 0  # tokens per frame (S); set on the first update
-
-    @property
-    def length(self) -> int:
-        """Number of cached frames."""
-        return self.layers[0].length if self.layers else 0
-
-    def layer(self, i: int) -> LayerCache:
-        while len(self.layers) <= i:
-            self.layers.append(LayerCache(self.window))
-        return self.layers[i]
-
-    def reset(self) -> None:
-        self.position, self.layers, self.spatial = 0, [], 0
-
-    def copy(self) -> "KVCache":
-        """An independent copy (decoding writes into the buffers in place)."""
-        return KVCache(self.window, self.position, [c.clone() for c in self.layers], self.spatial)
-
-    def repeat(self, n: int) -> "KVCache":
-        """Repeat the batch n times (B -> B*n, sample-major), e.g. to branch one prompt into n rollouts."""
-        def rep(t: Tensor | None) -> Tensor | None:
-            if t is None:
-                return None
-            t = rearrange(t, "(b s) h c d -> b s h c d", s=self.spatial)
-            return rearrange(t.repeat_interleave(n, dim=0), "b s h c d -> (b s) h c d")
-        out = self.copy()
-        for c in out.layers:
-            c.k, c.v = rep(c.k), rep(c.v)
-        return out
 
 
 # ----------------------------------------------------------------------------- layers

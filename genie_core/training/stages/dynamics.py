@@ -259,8 +259,8 @@ class DynamicsStage(Stage):
 
     def _decode_last(self, ids: torch.Tensor, context: int = 4) -> torch.Tensor:
         """The last frame of ids (B, T, h, w), decoded from its last ``context`` frames: (B, 3, 1, H, W) in [0, 1]."""
-        video = self.tokenizer.decode_ids(ids[:, -context:]).float()
-        return ((video[:, :, -1:] + 1) / 2).clamp(0, 1)
+        video = self.tokenizer.decode_ids(ids[:, -context:], last=True).float()
+        return ((video + 1) / 2).clamp(0, 1)
 
     def sample_picture(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> np.ndarray:
         """Per clip: the real frames above frames generated from its first frame with the LAM's actions."""
