@@ -310,7 +310,7 @@ def test_committing_without_output_fills_the_cache_exactly_as_a_full_pass() -> N
 
 
 
-@pytest.mark.parametrize("frames", [1, 7, 16])
+@pytest.mark.parametrize("frames", [1, 3, 7, 16])
 def test_one_frame_over_the_cache_is_the_rounded_exact_attention(frames: int) -> None:
     """Decoding attends one new frame over fp32 cached keys/values with plain fp32 matmuls: from
     bf16 inputs under autocast that is the exact attention rounded once to bf16 (the fused kernel
