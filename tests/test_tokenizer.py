@@ -276,6 +276,37 @@ def test_decode_last_frame_is_the_full_decodes_last(preset, dtype):
     assert tok._frame_local_from == {"small": 1, "quickstart": 0, "magvit2": len(tok.decoder)}[preset]
 
 
+def test_decode_last_after_time_upsampling_reads_the_last_latent_frame():
+    """A decoder that upsamples time before its frame-local tail: the newest frame comes from the
+    newest latent frame through the adaptive norm's conditioning (randomised, so it matters)."""
+    enc = [("causal", {"out_channels": 8}),
+           ("spacetime_downsample", {"time_factor": 2, "space_factor": 2}),
+           ("residual", {"out_channels": 16}),
+           ("proj_out", {"out_channels": 6, "num_groups": 2})]
+    dec = [("causal", {"in_channels": 6, "out_channels": 16}),
+           ("residual", {"num_groups": 2}),
+           ("time_upsample", {"factor": 2}),
+           ("adaptive_group_norm", {"num_groups": 2}),
+           ("residual", {"num_groups": 2, "kernel_size": [1, 3, 3]}),
+           ("spacetime_upsample", {"out_channels": 8, "kernel_size": [1, 3, 3], "time_factor": 1, "space_factor": 2}),
+           ("proj_out", {"out_channels": 3, "num_groups": 2, "kernel_size": [1, 3, 3]})]
+    torch.manual_seed(0)
+    tok = VideoTokenizer(enc_desc=enc, dec_desc=dec, d_codebook=6).eval()
+    with torch.no_grad():
+        for p in tok.decoder[3].parameters():  # adaptive norm: zero-initialised, make it matter
+            p.normal_()
+    assert tok._frame_local_from == 3  # the blocks after the time upsampling
+    codes = torch.where(torch.randn(2, 6, 3, 4, 4) > 0, 1.0, -1.0)
+    with torch.no_grad():
+        full, last = tok.decode(codes), tok.decode(codes, last=True)
+        other = codes.clone()
+        other[:, :, -1] = -other[:, :, -1]
+        changed = tok.decode(other, last=True)
+    assert full.shape[2] == 6 and last.shape[2] == 1
+    assert torch.equal(last, full[:, :, -1:])
+    assert not torch.equal(changed, last)  # the last latent frame reaches the last frame
+
+
 def test_decode_last_runs_one_frame_past_the_split():
     """The blocks after the split see one frame: what makes the last-frame decode cheaper."""
     from genie_core.models.world import inference_tokenizer_config

@@ -5,7 +5,6 @@ encoder, lookup-free quantisation, a decoder with adaptive group norm, and the t
 
 from __future__ import annotations
 
-import functools
 from types import MappingProxyType
 from typing import Any, Iterator, Sequence
 
@@ -124,6 +123,10 @@ class VideoTokenizer(nn.Module, Checkpointable):
                              inv_temperature=cfg.lfq_inv_temperature,
                              group_bits=cfg.lfq_entropy_group_bits)
         self.decoder = nn.ModuleList(build_block(s, latent_ch) for s in dec_specs)
+        # decode(last=True): from this block on every block is frame-local (see decode)
+        self._frame_local_from = len(self.decoder)
+        while self._frame_local_from > 0 and frame_local(self.decoder[self._frame_local_from - 1]):
+            self._frame_local_from -= 1
         self._time_down, self._space_down = cfg.time_downsample, cfg.space_downsample
         _to_channels_last(self.encoder)
         _to_channels_last(self.decoder)
@@ -213,19 +216,12 @@ class VideoTokenizer(nn.Module, Checkpointable):
         x = cond
         split = self._frame_local_from if last else len(self.decoder)
         for i, block in enumerate(self.decoder):
-            if i == split and x.shape[2] == cond.shape[2]:
-                fmt = torch.channels_last_3d
-                x, cond = x[:, :, -1:].contiguous(memory_format=fmt), cond[:, :, -1:].contiguous(memory_format=fmt)
+            if i == split:
+                # The newest feature frame reads the newest latent frame (nearest upsampling in
+                # time maps the last onto the last), so both are cut to their last frame.
+                x, cond = x[:, :, -1:], cond[:, :, -1:]
             x = block(x, cond)
         return x[:, :, -1:] if last else x
-
-    @functools.cached_property
-    def _frame_local_from(self) -> int:
-        """Index of the first decoder block after which every block is frame-local."""
-        split = len(self.decoder)
-        while split > 0 and frame_local(self.decoder[split - 1]):
-            split -= 1
-        return split
 
     def decode_ids(self, ids: Tensor, last: bool = False) -> Tensor:
         """``decode`` of ids (B, T', h, w); ``last``: the newest frame only."""

@@ -13,16 +13,39 @@ from torch import Tensor
 __all__ = ["KVCache", "LayerCache"]
 
 
+# Over at most this many frames the products and sums written out beat the batched matmuls,
+# whose (1 x L) @ (L x Dh) took 2-3x as long for L <= 6 on CPU (one thread, 256 x 4 rows).
+_ELEMENTWISE_MAX_FRAMES = 6
+
+
+def _wide(dtype: torch.dtype) -> torch.dtype:
+    """The cache's dtype for keys/values of ``dtype``: fp32, or wider when they are."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _attend_cached(q: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+    """Attention of one query frame q (N, H, 1, Dh) over the cache's keys/values (N, H, L, Dh), no
+    mask, in their (fp32 or wider) dtype; q's dtype out. From bf16 inputs this is the exact
+    attention rounded once to bf16."""
+    with torch.autocast(q.device.type, enabled=False):  # autocast would round them to bf16
+        qf = q.to(keys.dtype)
+        if keys.shape[-2] <= _ELEMENTWISE_MAX_FRAMES:
+            p = ((qf * keys).sum(-1) * (q.shape[-1] ** -0.5)).softmax(dim=-1)  # (N, H, L)
+            return (p[..., None] * values).sum(-2, keepdim=True).to(q.dtype)
+        scores = torch.matmul(qf, keys.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+        return torch.matmul(scores.softmax(dim=-1), values).to(q.dtype)
+
+
 class LayerCache:
     """One layer's rotated temporal keys/values in a ring buffer (B*S, H, C, Dh): the frame at
     absolute position p lives in slot p % C. With a window W, C = W: W - 1 past frames plus one
     free slot into which the frame being decoded is written, so decoding a frame copies nothing
     but that frame's own keys (concatenating the cache at every MaskGIT step cost ~20% of a step).
 
-    The buffers are fp32 whatever the model's precision: they hold the keys and values exactly as
+    The buffers are fp32 (fp64 for an fp64 model) whatever the model's precision: they hold the keys and values exactly as
     computed (bf16 values are exact in fp32), and one new frame attends over them with plain fp32
-    matmuls (``_attend_cached``), 3-6x faster on CPU than the fused kernel on bf16 inputs over
-    8-16 frames, which spent its time on per-(position, head) overhead.
+    matmuls (``_attend_cached``), 2.5-3.6x faster on CPU than the fused kernel on bf16 inputs over
+    2-8 frames (``bench/bench_attention.py``), which spent its time on per-(position, head) overhead.
     """
 
     def __init__(self, window: int | None) -> None:
@@ -51,10 +74,11 @@ class LayerCache:
         n = T if self.keep is None else min(T, self.keep)
         C = self.window if self.window is not None else max(16, 2 * end)
         shape = (k.shape[0], k.shape[1], C, k.shape[3])
-        self.k, self.v = k.new_zeros(shape, dtype=_CACHE_DTYPE), v.new_zeros(shape, dtype=_CACHE_DTYPE)
+        wide = _wide(k.dtype)
+        self.k, self.v = k.new_zeros(shape, dtype=wide), v.new_zeros(shape, dtype=wide)
         slots = torch.arange(end - n, end, device=k.device) % C
-        self.k.index_copy_(2, slots, k[:, :, T - n:].to(_CACHE_DTYPE))
-        self.v.index_copy_(2, slots, v[:, :, T - n:].to(_CACHE_DTYPE))
+        self.k.index_copy_(2, slots, k[:, :, T - n:].to(wide))
+        self.v.index_copy_(2, slots, v[:, :, T - n:].to(wide))
         self.length, self.end = n, end
 
     def fast_path(self, start: int, T: int) -> bool:
@@ -87,6 +111,8 @@ class LayerCache:
             grow = lambda t: torch.cat((t, torch.zeros_like(t)), dim=2)  # noqa: E731
             self.k, self.v = grow(self.k), grow(self.v)
             C *= 2
+        if self.k.dtype != _wide(k.dtype):  # fp64 keys after an fp32 prefill: widen
+            self.k, self.v = self.k.to(_wide(k.dtype)), self.v.to(_wide(v.dtype))
         slot = self.end % C
         self.k[:, :, slot] = k[:, :, 0]
         self.v[:, :, slot] = v[:, :, 0]
@@ -103,24 +129,6 @@ class LayerCache:
         return out
 
 
-_CACHE_DTYPE = torch.float32
-
-
-def _attend_cached(q: Tensor, keys: Tensor, values: Tensor) -> Tensor:
-    """Attention of one query frame q (N, H, 1, Dh) over fp32 keys/values (N, H, L, Dh), no mask,
-    in fp32, as the fused kernel accumulates (its output may differ in the last bit); q's dtype out."""
-    with torch.autocast(q.device.type, enabled=False):  # autocast would round them to bf16
-        qf = q.to(keys.dtype)
-        if keys.shape[-2] <= _ELEMENTWISE_MAX_FRAMES:
-            p = ((qf * keys).sum(-1) * (q.shape[-1] ** -0.5)).softmax(dim=-1)  # (N, H, L)
-            return (p[..., None] * values).sum(-2, keepdim=True).to(q.dtype)
-        scores = torch.matmul(qf, keys.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
-        return torch.matmul(scores.softmax(dim=-1), values).to(q.dtype)
-
-
-# Over at most this many frames the products and sums written out beat the batched matmuls,
-# whose (1 x L) @ (L x Dh) took 2-3x as long for L <= 6 on CPU (one thread, 256 x 4 rows).
-_ELEMENTWISE_MAX_FRAMES = 6
 
 
 @dataclass
