@@ -234,6 +234,14 @@ def test_fused_rotation_gives_the_bits_of_apply_rotary_outside_training():
         assert torch.equal(_rotate(g, _grid_table(3, 4, 16, 2, torch.float32, cpu)), ref_g)
     low = _rotate(g, _grid_table(3, 4, 16, 2, torch.bfloat16, cpu))
     torch.testing.assert_close(low.float(), ref_g.float(), atol=0.05, rtol=0.02)
+    # Outside autograd the rotation runs in place on an upcast copy: the input is left as it was,
+    # and training's expression (autograd on) gives the same bits.
+    for dtype in (torch.float32, torch.bfloat16):
+        g = torch.randn(3, 12, 2, 16).to(dtype)
+        before, table = g.clone(), _grid_table(3, 4, 16, 2, torch.float32, cpu)
+        out = _rotate(g, table)
+        assert torch.equal(g, before)
+        assert torch.equal(_rotate(g.clone().requires_grad_(), table).detach(), out)
 
 
 
