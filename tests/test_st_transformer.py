@@ -317,7 +317,6 @@ def test_committing_without_output_fills_the_cache_exactly_as_a_full_pass() -> N
         model(x, output=False)
 
 
-
 @pytest.mark.parametrize("frames", [1, 3, 7, 16])
 def test_one_frame_over_the_cache_is_the_rounded_exact_attention(frames: int) -> None:
     """Decoding attends one new frame over fp32 cached keys/values with plain fp32 matmuls: from

@@ -207,10 +207,13 @@ class VideoTokenizer(nn.Module, Checkpointable):
     def decode(self, codes: Tensor, last: bool = False) -> Tensor:
         """(B, D, T', h, w) codes -> (B, 3, T' t, h s, w s). Frame i depends on latents <= i // t.
 
-        ``last``: only the newest frame, (B, 3, 1, H, W), the same values as ``decode(codes)[:,
-        :, -1:]``. Past the decoder's last block that mixes frames (a causal conv with a time
-        kernel) every block works frame by frame, so from there on only the last frame is run:
-        half the decoder's work when play decodes two frames of context to draw one.
+        ``last``: only the newest frame, (B, 3, 1, H, W): ``decode(codes)[:, :, -1:]``. Past the
+        decoder's last block that mixes frames (a causal conv with a time kernel) every block
+        works frame by frame, so from there on only the last frame is run: half the decoder's
+        work when play decodes two frames of context to draw one. The values are the same up to
+        summation order: a per-frame CPU kernel (group norm) may sum a one-frame batch in another
+        order than a two-frame one (on the shipped CoinRun decoder in bf16: at most one uint8
+        level on ~6% of pixels; fp32: the same uint8 frames; small grids: bit for bit).
         """
         cond = self.quantizer.project_out(codes).contiguous(memory_format=torch.channels_last_3d)
         x = cond

@@ -42,9 +42,9 @@ class LayerCache:
     free slot into which the frame being decoded is written, so decoding a frame copies nothing
     but that frame's own keys (concatenating the cache at every MaskGIT step cost ~20% of a step).
 
-    The buffers are fp32 (fp64 for an fp64 model) whatever the model's precision: they hold the keys and values exactly as
-    computed (bf16 values are exact in fp32), and one new frame attends over them with plain fp32
-    matmuls (``_attend_cached``), 2.5-3.6x faster on CPU than the fused kernel on bf16 inputs over
+    The buffers are fp32 (fp64 for an fp64 model) whatever the model's precision: they hold the
+    keys and values exactly as computed (bf16 values are exact in fp32), and one new frame attends
+    over them with plain fp32 matmuls (``_attend_cached``), 2.5-3.6x faster on CPU than the fused kernel on bf16 inputs over
     2-8 frames (``bench/bench_attention.py``), which spent its time on per-(position, head) overhead.
     """
 
@@ -111,7 +111,7 @@ class LayerCache:
             grow = lambda t: torch.cat((t, torch.zeros_like(t)), dim=2)  # noqa: E731
             self.k, self.v = grow(self.k), grow(self.v)
             C *= 2
-        if self.k.dtype != _wide(k.dtype):  # fp64 keys after an fp32 prefill: widen
+        if self.k.dtype != _wide(k.dtype):  # precision changed between calls (fp32 <-> fp64)
             self.k, self.v = self.k.to(_wide(k.dtype)), self.v.to(_wide(v.dtype))
         slot = self.end % C
         self.k[:, :, slot] = k[:, :, 0]
@@ -127,8 +127,6 @@ class LayerCache:
         out.v = None if self.v is None else self.v.clone()
         out.length, out.end = self.length, self.end
         return out
-
-
 
 
 @dataclass
