@@ -1,14 +1,12 @@
 """QK-norm (RMS norm of each head's queries and keys with a learned gain; Dehghani et al. 2023)
-and the rotary positions after it (``norm_rotate``): in training, one fp32 pass over the queries
-and keys with a hand-written backward; outside autograd (play, evaluation), the norm and then
-``_rotate``, as before, bit for bit.
+and the rotary positions after it, in one fp32 pass over the queries and keys with a hand-written
+backward (``norm_rotate``).
 
 Written as separate autograd expressions, the norm and the rotation were the largest cost of a
 dynamics training step on CPU (about 45% of the `coinrun` step's kernel time: upcasts, squares,
 products and their backward, each a pass over a (B, T, S, 2, H, Dh) fp32 tensor), more than all
 its matmuls. Here the gain is folded into the rotation table and the norm's scalar applied last,
-so the forward is a handful of passes and the backward about twice that
-(``python bench/bench_attention.py``, row ``qknorm``).
+so the forward is a handful of passes and the backward about twice that.
 
 For one vector x over a head (Dh values), gain s, rotation tables cos / signed sin and the
 half-swap P (its own inverse):
@@ -26,8 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-
-from genie_core.models.layers.rotary import _rotate
 
 __all__ = ["norm_rotate"]
 
@@ -112,16 +108,19 @@ class _NormRotate(torch.autograd.Function):
 
 def norm_rotate(x: Tensor, scale: Tensor, table: tuple[Tensor, Tensor, int] | None = None) -> Tensor:
     """``rms_norm(x) * scale`` over the last dim, then (with a ``table`` of ``_rotate``'s form)
-    rotated. In autograd (training): one fp32 (or wider) pass from x's dtype with its own backward,
-    rounded once back to it. Outside it: the norm rounded to x's dtype, then ``_rotate``. x (..., Dh);
+    rotated: in fp32 (or wider) from x's dtype, one rounding back to it at the end. x (..., Dh);
     ``scale`` (Dh,) or broadcastable to x's trailing dims (e.g. (2, 1, Dh): query and key
     gains over every head); tables (P, ..., Dh) over x's last dims."""
     if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
         cos, sin, groups = table if table is not None else (None, None, 0)
         return _NormRotate.apply(x, scale, cos, sin, groups)
-    # Outside autograd (play, evaluation): the two passes of before, bit for bit (the normed values
-    # rounded to x's dtype, then rotated), so the shipped worlds' samples and reports stay as
-    # they were; fusing them gained only ~2% of a play frame, whose passes are small.
+    # Outside autograd (play, evaluation) the fewest kernels: each is a small pass over one
+    # frame's tokens there, and the per-kernel overhead is most of their time.
     wide = torch.promote_types(x.dtype, torch.float32)
-    normed = (F.rms_norm(x.to(wide), (x.shape[-1],)) * scale.to(wide)).to(x.dtype)
-    return normed if table is None else _rotate(normed, table)
+    normed = F.rms_norm(x.to(wide), (x.shape[-1],))
+    s = scale.to(wide)
+    if table is None:
+        return (normed * s).to(x.dtype)
+    cos, sin, groups = table
+    out = normed * (cos * s)
+    return out.addcmul_(_swap(normed, groups), sin * _swap(s, groups)).to(x.dtype)
