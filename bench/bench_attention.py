@@ -1,10 +1,8 @@
 """Attention and rotary positions in a training step's shapes: the fused CPU kernel
 (scaled_dot_product_attention) against softmax(q k^T) v written out, forward + backward, and the
-rotary pass with split, upcast, concatenated halves against whole fp32 tables, and QK-norm +
-rotary as two autograd expressions against the fused pass with its own backward (``norm_rotate``);
-in play's shapes (one new frame over 2, 4 and ``--window`` cached frames, forward only), the fused
-kernel on bf16 keys/values against the KV cache's fp32 attention, and one frame's QK-norm +
-rotary as the two passes of before against ``norm_rotate``. Interleaved rounds, medians, ratios
+rotary pass with split, upcast, concatenated halves against whole fp32 tables; and, in play's
+shapes (one new frame over 2, 4 and ``--window`` cached frames, forward only), the fused kernel on
+bf16 keys/values against the KV cache's fp32 attention. Interleaved rounds, medians, ratios
 within this run (the ST transformer's and the cache's choices rest on these figures).
 
     python bench/bench_attention.py                  # the coinrun preset's dynamics step shapes
@@ -67,11 +65,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from genie_core.models.layers.kv_cache import _attend_cached
-    from genie_core.models.layers.qk_norm import norm_rotate
     from genie_core.models.layers.st_transformer import (
         _band_mask,
         _explicit_attention,
-        _frame_table,
         _grid_table,
         _rotate,
         apply_grid_rotary,
@@ -90,28 +86,6 @@ def main() -> None:
     def old_rotary():  # head-major, broadcast fp32 angles, split-upcast-concatenate
         apply_grid_rotary(x.transpose(1, 2), angles).backward(gx.transpose(1, 2))
 
-    # QK-norm + rotary on a projection's queries and keys (B*T, S, 2, H, Dh), gains (2, 1, Dh).
-    pair = _grid_table(side, side, Dh, H, torch.float32, torch.device("cpu"), pairs=2)
-    qkv = torch.randn(B * T, S, 3, H, Dh, dtype=bf16, requires_grad=True)
-    gains = torch.ones(2, 1, Dh, requires_grad=True)
-    gqk = torch.randn(B * T, S, 2, H, Dh, dtype=bf16)
-
-    def two_expressions(qk, scale, table):  # the norm, rounded to bf16, then _rotate
-        return _rotate((F.rms_norm(qk.float(), (Dh,)) * scale).to(qk.dtype), table)
-
-    def norm_pair(fn):
-        return lambda: fn(qkv[..., :2, :, :], gains, pair).backward(gqk)
-
-    # play's temporal attention: one new frame at each of S positions (1, S, 1, 2, H, Dh)
-    frame_qk = torch.randn(1, S, 1, 3, H, Dh, dtype=bf16)[..., :2, :, :]
-    frame_table = _frame_table(T, 1, Dh, H, torch.float32, torch.device("cpu"), pairs=2)
-
-    def one_frame(fn):
-        def go():
-            with torch.inference_mode():
-                fn(frame_qk, gains.detach(), frame_table)
-        return go
-
     cases = {
         "temporal": (fwd_bwd(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=band),
                              (B * S, H, T, Dh), bf16),
@@ -120,8 +94,6 @@ def main() -> None:
                     fwd_bwd(lambda q, k, v: _explicit_attention(q, k, v, torch.ones(S, S, dtype=torch.bool)),
                             (B * T, H, S, Dh), bf16)),
         "rotary": (old_rotary, lambda: _rotate(x, whole).backward(gx)),
-        "qknorm": (norm_pair(two_expressions), norm_pair(norm_rotate)),
-        "qknorm-play": (one_frame(two_expressions), one_frame(norm_rotate)),
     }
     for L in sorted({2, 4, args.window}):
         cases[f"cached{L}"] = cached_pair(_attend_cached, (S, H, L, Dh))
@@ -133,16 +105,14 @@ def main() -> None:
         b, n = statistics.median(times["base"]), statistics.median(times["new"])
         labels = {"temporal": ("fused SDPA, band mask", "explicit softmax"),
                   "spatial": ("fused SDPA", "explicit softmax"),
-                  "rotary": ("split fp32 (apply_grid_rotary)", "whole fp32 tables (_rotate)"),
-                  "qknorm": ("rms_norm, then _rotate", "norm_rotate"),
-                  "qknorm-play": ("rms_norm, then _rotate", "norm_rotate")}.get(
+                  "rotary": ("split fp32 (apply_grid_rotary)", "whole fp32 tables (_rotate)")}.get(
                       name, ("fused SDPA, bf16 cache", "fp32 cache (_attend_cached)"))
-        passes = "fwd" if name.startswith("cached") or name.endswith("play") else "fwd+bwd"
+        passes = "fwd" if name.startswith("cached") else "fwd+bwd"
         if args.json:
             print(json.dumps({"case": name, "passes": passes, "threads": args.threads, "base": labels[0], "base_ms": b * 1e3,
                               "new": labels[1], "new_ms": n * 1e3, "speedup": b / n}))
         else:
-            print(f"{name:11s} {passes:8s} {labels[0]:32s} {b * 1e3:8.2f} ms   {labels[1]:30s} {n * 1e3:8.2f} ms"
+            print(f"{name:9s} {passes:8s} {labels[0]:32s} {b * 1e3:8.1f} ms   {labels[1]:30s} {n * 1e3:8.1f} ms"
                   f"   x{b / n:.2f}")
 
 

@@ -29,14 +29,8 @@ __all__ = ["norm_rotate"]
 
 
 def _swap(x: Tensor, groups: int) -> Tensor:
-    """Each half-split group of the last dim with its halves exchanged (the rotary layout's P),
-    as one concatenation of slices (a flip over the split took 1.4x as long on CPU)."""
-    half = x.shape[-1] // (2 * groups)
-    parts = []
-    for g in range(groups):
-        lo = 2 * g * half
-        parts += [x[..., lo + half: lo + 2 * half], x[..., lo: lo + half]]
-    return torch.cat(parts, dim=-1)
+    """Each half-split group of the last dim with its halves exchanged (the rotary layout's P)."""
+    return x.unflatten(-1, (groups, 2, x.shape[-1] // (2 * groups))).flip(-2).flatten(-3)
 
 
 def _eps(dtype: torch.dtype) -> float:
@@ -64,7 +58,8 @@ def _forward(x: Tensor, scale: Tensor, table: tuple[Tensor, Tensor, int] | None)
         cos, sin, groups = table
         u = xf * (cos * s)
         u.addcmul_(_swap(xf, groups), sin * _swap(s, groups))
-    return u.mul_(r).to(x.dtype), r  # (a product written straight into x's dtype took 2x as long)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    return torch.mul(u, r, out=out), r
 
 
 class _NormRotate(torch.autograd.Function):
