@@ -13,7 +13,6 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from genie_core.models.layers.kv_cache import KVCache, LayerCache
-from genie_core.models.layers.qk_norm import norm_rotate
 from genie_core.models.layers.rotary import (
     _frame_table,
     _grid_table,
@@ -55,21 +54,22 @@ class Attention(nn.Module):
             self.q_scale = nn.Parameter(torch.ones(self.head_dim))
             self.k_scale = nn.Parameter(torch.ones(self.head_dim))
 
-    def project(self, x: Tensor, table: tuple[Tensor, Tensor, int] | None = None) -> tuple[Tensor, Tensor]:
-        """x (..., L, D) -> qk (..., L, 2, H, Dh) (queries then keys, QK-normed, then rotated by
-        ``table``, ``_rotate``'s (L, 2, H, Dh) tables) and v (..., L, H, Dh): views of one
-        projection, heads beside each other (every later elementwise pass then reads memory in
-        order; a head-major view made the QK-norm and rotary passes several times slower on CPU).
-        Queries and keys go through the norm and the rotation together, in one fp32 pass with its
-        own backward (``norm_rotate``), rounded once."""
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (..., L, D) -> qk (..., L, 2, H, Dh) (queries then keys, QK-normed) and v
+        (..., L, H, Dh): views of one projection, heads beside each other (every later
+        elementwise pass then reads memory in order; a head-major view made the QK-norm and
+        rotary passes several times slower on CPU). Queries and keys go through the norm and the
+        rotation together: half the small kernels of a play frame's attention (each pass over
+        them is a handful of kernels), the same bits as one pass each."""
         qkv = linear2d(self.qkv, x).unflatten(-1, (3, self.heads, self.head_dim))
         qk, v = qkv[..., :2, :, :], qkv[..., 2, :, :]
         if self.qk_norm:
-            # The gains rounded to the activations' dtype, as the norm's own weight would be.
-            scale = torch.stack((self.q_scale, self.k_scale)).to(qk.dtype).float()[:, None]  # (2, 1, Dh)
-            qk = norm_rotate(qk, scale, table)
-        elif table is not None:
-            qk = _rotate(qk, table)
+            # F.rms_norm(q, q_scale in q's dtype) computes x * rsqrt(mean(x^2) + eps) * scale in
+            # fp32 and rounds once; the same products over the stacked pair give each half's
+            # bits (tests/test_st_transformer.py) in half the kernels.
+            scale = torch.stack((self.q_scale, self.k_scale)).to(qk.dtype).float()[:, None]
+            normed = F.rms_norm(qk.float(), (self.head_dim,)) * scale.expand(2, self.heads, self.head_dim)
+            qk = normed.to(qk.dtype)
         return qk, v
 
     def out(self, y: Tensor) -> Tensor:
@@ -84,11 +84,10 @@ class SpatialAttention(Attention):
 
     def forward(self, x: Tensor, grid: tuple[int, int, int] | None = None) -> Tensor:
         B = x.shape[0]
-        table = None
+        qk, v = self.project(x)  # (B, T, S, 2, H, Dh), (B, T, S, H, Dh)
         if grid is not None:
             h, w, prefix = grid
-            table = _grid_table(h, w, self.head_dim, self.heads, torch.float32, x.device, prefix, pairs=2)
-        qk, v = self.project(x, table)  # (B, T, S, 2, H, Dh), (B, T, S, H, Dh)
+            qk = _rotate(qk, _grid_table(h, w, self.head_dim, self.heads, torch.float32, x.device, prefix, pairs=2))
         # SDPA's fused CPU kernel takes 4-D inputs only (5-D falls back to the math path).
         q, k, v = (t.transpose(2, 3).flatten(0, 1) for t in (*qk.unbind(-3), v))  # (B*T, H, S, Dh)
         y = rearrange(_attend(q, k, v), "(b t) h s d -> b t h s d", b=B)
@@ -107,8 +106,8 @@ class TemporalAttention(Attention):
     def forward(self, x: Tensor, start: int = 0, cache: LayerCache | None = None,
                 window: int | None = None, update: bool = True, output: bool = True) -> Tensor | None:
         B, T, S, _ = x.shape
-        table = _frame_table(start, T, self.head_dim, self.heads, torch.float32, x.device, pairs=2)
-        qk, v = self.project(rearrange(x, "b t s d -> b s t d").contiguous(), table)  # (B, S, T, 2, H, Dh)
+        qk, v = self.project(rearrange(x, "b t s d -> b s t d").contiguous())  # (B, S, T, 2, H, Dh)
+        qk = _rotate(qk, _frame_table(start, T, self.head_dim, self.heads, torch.float32, x.device, pairs=2))
         q, k, v = (t.transpose(2, 3).flatten(0, 1) for t in (*qk.unbind(-3), v))  # (B*S, H, T, Dh)
         if not output and (cache is None or not update):
             raise ValueError("output=False only makes sense when updating a cache")
