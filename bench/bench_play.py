@@ -41,7 +41,7 @@ from _peak import count_gflop, fraction_of_peak, matmul_peak_gflops  # noqa: E40
 
 from genie_cli.terminal import half_block_lines  # noqa: E402
 from genie_core.models.world import World  # noqa: E402
-from genie_core.runtime import inference  # noqa: E402
+from genie_core.runtime import inference, set_threads  # noqa: E402
 
 RATIO_LIMIT = 1.3  # frame 16 vs frame 2: the cache keeps a frame's cost flat
 
@@ -111,7 +111,7 @@ def run_config(world: World, prompt: np.ndarray, frames: int, repeats: int, prec
     world.precision = precision
     world.use_cache = cache
     peak = matmul_peak_gflops(precision, threads, peak_size)
-    torch.set_num_threads(threads)
+    set_threads(threads)  # as `genie play` does (threads and allocator)
     session_times(world, prompt, min(frames, 3), seed=99)  # warm-up (allocator, autocast caches)
     runs = [session_times(world, prompt, frames, seed=r) for r in range(repeats)]
     wall, cpu = [w for w, _ in runs], [c for _, c in runs]

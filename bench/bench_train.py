@@ -67,9 +67,9 @@ def untrained_inputs(cfg, run_dir: Path) -> None:
 
 def build(args: argparse.Namespace, precision: str):
     """A Run for the stage, as `genie train` would set it up (rank and world from torchrun)."""
-    import torch
 
     from genie_core.config import load_preset
+    from genie_core.runtime import set_threads
     from genie_core.training import train as T
     from genie_core.training.distributed import init_dist
     from genie_core.training.stages import get_stage
@@ -79,7 +79,7 @@ def build(args: argparse.Namespace, precision: str):
         sets.append(f"train.{args.stage}.batch_size={args.batch_size}")
     cfg = load_preset(args.preset, sets)
     d, device = init_dist(args.device)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # as `genie train` does (threads and allocator)
     data = T._load_data(cfg, Path(args.data), d, lambda m: None, device)
     run_dir = Path(tempfile.mkdtemp())
     if args.stage == "dynamics":

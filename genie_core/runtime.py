@@ -36,9 +36,51 @@ def autocast(device: torch.device, precision: str = "bf16") -> contextlib.Abstra
 
 
 def set_threads(num_threads: int) -> None:
-    """0 keeps torch's default; on a busy 2-core machine 1 thread can beat 2 (README, Benchmarks)."""
+    """Every command's and the training loop's CPU set-up: the thread count (0 keeps torch's
+    default; on a busy 2-core machine 1 thread can beat 2: README, Benchmarks) and
+    :func:`keep_freed_memory`."""
+    keep_freed_memory()
     if num_threads > 0:
         torch.set_num_threads(num_threads)
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_allocator: str | None = None  # what keep_freed_memory did in this process
+
+
+def keep_freed_memory() -> str:
+    """Keep freed tensor memory in the process for the next allocation instead of handing it back
+    to the OS. glibc serves every block above its mmap threshold (32 MiB at most) with a fresh
+    mmap and unmaps it on free, so a training step whose activations are tens of MiB each faults
+    in and zeroes new pages for all of them, every step: the coinrun dynamics step took 21 M page
+    faults in 3 steps and a third of its time in the kernel (``bench/bench_allocator.py``). With no
+    mmap for large blocks and no trimming, the heap grows to the step's peak once and is reused.
+
+    Applied once per process, on glibc only; ``GENIE_ALLOCATOR=system`` leaves the allocator as
+    it is. Returns what was done: ``kept``, ``system`` (asked for) or ``unavailable``."""
+    global _allocator
+    if _allocator is not None:
+        return _allocator
+    _allocator = "unavailable"
+    if os.environ.get("GENIE_ALLOCATOR", "").strip().lower() == "system":
+        _allocator = "system"
+        return _allocator
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return _allocator
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return _allocator
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # mallopt returns 1 on success; trimming off first, so nothing mmapped is ever trimmed away
+    if mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1) == 1 and mallopt(_M_MMAP_MAX, 0) == 1:
+        _allocator = "kept"
+    return _allocator
 
 
 # torch.compile's backend: inductor generates C++ on CPU (gcc) and Triton on CUDA. Tests swap in
