@@ -1,4 +1,4 @@
-"""The training step with freed memory kept in the process (genie's default,
+"""The training step with freed memory kept in the process (opt-in: ``GENIE_ALLOCATOR=kept``,
 ``genie_core.runtime.keep_freed_memory``) against glibc's allocator as it comes
 (``GENIE_ALLOCATOR=system``), each in its own process, alternated, on the same data.
 

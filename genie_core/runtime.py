@@ -38,7 +38,7 @@ def autocast(device: torch.device, precision: str = "bf16") -> contextlib.Abstra
 def set_threads(num_threads: int) -> None:
     """Every command's and the training loop's CPU set-up: the thread count (0 keeps torch's
     default; on a busy 2-core machine 1 thread can beat 2: README, Benchmarks) and
-    :func:`keep_freed_memory`."""
+    :func:`keep_freed_memory` (off unless ``GENIE_ALLOCATOR=kept``)."""
     keep_freed_memory()
     if num_threads > 0:
         torch.set_num_threads(num_threads)
@@ -55,17 +55,21 @@ def keep_freed_memory() -> str:
     mmap and unmaps it on free, so a training step whose activations are tens of MiB each faults
     in and zeroes new pages for all of them, every step: the coinrun dynamics step took 21 M page
     faults in 3 steps and a third of its time in the kernel (``bench/bench_allocator.py``). With no
-    mmap for large blocks and no trimming, the heap grows to the step's peak once and is reused.
+    mmap for large blocks and no trimming, the heap is reused instead.
 
-    Applied once per process, on glibc only; ``GENIE_ALLOCATOR=system`` leaves the allocator as
-    it is. Returns what was done: ``kept``, ``system`` (asked for) or ``unavailable``."""
+    **Opt-in** (``GENIE_ALLOCATOR=kept``): short runs measured 1.26-1.36x faster a step, but a
+    whole ``coinrun`` run under it was killed for memory (24 GB resident) 60 steps after the
+    dynamics stage's first evaluation (most likely the unmmapped heap fragmenting: torch's 64-byte
+    aligned allocations cannot reuse a freed chunk of exactly their size), where
+    glibc as it comes peaked at 12.4 GB. Applied once per process, on glibc only. Returns what
+    was done: ``kept``, ``system`` (the default) or ``unavailable``."""
     global _allocator
     if _allocator is not None:
         return _allocator
-    _allocator = "unavailable"
-    if os.environ.get("GENIE_ALLOCATOR", "").strip().lower() == "system":
+    if os.environ.get("GENIE_ALLOCATOR", "system").strip().lower() != "kept":
         _allocator = "system"
         return _allocator
+    _allocator = "unavailable"
     import ctypes
     import platform
 
