@@ -21,12 +21,13 @@ if [[ $device == cuda ]] && ! python -c "import sys, torch; sys.exit(0 if torch.
     echo "error: no CUDA device (torch.cuda.is_available() is False): gpu_check needs a GPU (GENIE_CHECK_DEVICE=cpu for a dry run)" >&2
     exit 2
 fi
+export GENIE_CHECK_DEVICE=$device  # what the embedded Python scripts below read
 out="${1:-$(mktemp -d -t genie-gpu-XXXX)}"
 mkdir -p "$out"
 start=$SECONDS
 step() { echo "== [$((SECONDS - start)) s] $*" >&2; }
-DEVICE=$device python -c "import os, torch; print('torch', torch.__version__, 'on',
-      torch.cuda.get_device_name(0) if os.environ['DEVICE'] == 'cuda' else 'the CPU (dry run)')" >&2
+python -c "import os, torch; print('torch', torch.__version__, 'on',
+      torch.cuda.get_device_name(0) if os.environ['GENIE_CHECK_DEVICE'] == 'cuda' else 'the CPU (dry run)')" >&2
 
 step "clips: $out/clips (training), $out/heldout"
 python "$root/examples/sprite_clips.py" "$out/clips" --clips 16 --frames 16 --seed 0 --prompt "$out/prompt.png"
@@ -61,7 +62,7 @@ cat > "$out/nccl_check.py" <<'EOF'
 import os, torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from genie_core.models.dynamics import DynamicsModel
-cuda = os.environ["DEVICE"] == "cuda"
+cuda = os.environ["GENIE_CHECK_DEVICE"] == "cuda"
 dev = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if cuda else torch.device("cpu")
 if cuda:
     torch.cuda.set_device(dev)
@@ -79,10 +80,10 @@ assert t.item() == dist.get_world_size(), t
 print(f"{dist.get_backend()}: DDP backward and all_reduce over {dist.get_world_size()} process(es) ok")
 dist.destroy_process_group()
 EOF
-DEVICE=$device torchrun --nproc_per_node 1 "$out/nccl_check.py"
+torchrun --nproc_per_node 1 "$out/nccl_check.py"
 
 step "figures ($device)"
-python - "$out" "$device" <<'EOF'
+python - "$out" <<'EOF'
 import json, sys, time
 from pathlib import Path
 import numpy as np, torch
@@ -92,7 +93,8 @@ from genie_core.config import load_preset
 from genie_core.training.train import train
 from genie_core.models.world import World
 
-out, device = Path(sys.argv[1]), sys.argv[2]
+import os
+out, device = Path(sys.argv[1]), os.environ["GENIE_CHECK_DEVICE"]
 cuda = device == "cuda"
 
 

@@ -58,7 +58,7 @@ def keep_freed_memory() -> str:
     mmap for large blocks and no trimming, the heap is reused instead.
 
     **Opt-in** (``GENIE_ALLOCATOR=kept``): short runs measured 1.26-1.36x faster a step, but a
-    whole ``coinrun`` run under it was killed for memory (24 GB resident) 60 steps after the
+    ``coinrun --stage all`` run under it (6000 / 2000 steps) was killed for memory (24 GB resident) 60 steps after the
     dynamics stage's first evaluation (most likely the unmmapped heap fragmenting: torch's 64-byte
     aligned allocations cannot reuse a freed chunk of exactly their size), where
     glibc as it comes peaked at 12.4 GB. Applied once per process, on glibc only. Returns what
