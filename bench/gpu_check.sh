@@ -84,7 +84,7 @@ torchrun --nproc_per_node 1 "$out/nccl_check.py"
 
 step "figures ($device)"
 python - "$out" <<'EOF'
-import json, sys, time
+import json, os, sys, time
 from pathlib import Path
 import numpy as np, torch
 sys.path.insert(0, "bench")
@@ -93,7 +93,6 @@ from genie_core.config import load_preset
 from genie_core.training.train import train
 from genie_core.models.world import World
 
-import os
 out, device = Path(sys.argv[1]), os.environ["GENIE_CHECK_DEVICE"]
 cuda = device == "cuda"
 
