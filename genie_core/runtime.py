@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 from typing import Iterator
 
 import torch
@@ -90,6 +91,17 @@ def keep_freed_memory() -> str:
 # torch.compile's backend: inductor generates C++ on CPU (gcc) and Triton on CUDA. Tests swap in
 # "aot_eager" (the same graph capture and autograd split, no code generation: seconds, not minutes).
 COMPILE_BACKEND = "inductor"
+
+
+def compile_blocker(device: torch.device) -> str | None:
+    """Why ``torch.compile`` cannot generate code for ``device`` here, or None when it can: on a
+    CPU, inductor compiles C++ with ``$CXX`` (default g++), which must be on PATH."""
+    if COMPILE_BACKEND != "inductor" or device.type != "cpu":
+        return None
+    cxx = os.environ.get("CXX") or "g++"
+    if shutil.which(cxx) is None:
+        return f"torch.compile needs a C++ compiler on a CPU and {cxx!r} is not on PATH (install g++ or set CXX)"
+    return None
 
 
 def compile_in_place(module: torch.nn.Module, dynamic: bool | None = None) -> torch.nn.Module:

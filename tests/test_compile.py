@@ -127,3 +127,62 @@ def test_flop_counter_and_peak():
     for precision in ("bf16", "fp32"):
         assert matmul_peak_gflops(precision, 1, size=64, repeats=2) > 0
     assert torch.get_num_threads() == before
+
+
+def _spy_compiles(monkeypatch) -> list[str]:
+    """The stage names whose loss passes ``setup_run`` hands to ``compile_in_place``."""
+    import genie_core.training.run as run_mod
+
+    seen: list[str] = []
+    real = run_mod.compile_in_place
+
+    def spy(module):
+        seen.append(module.stage.name)
+        return real(module)
+
+    monkeypatch.setattr(run_mod, "compile_in_place", spy)
+    return seen
+
+
+def test_stage_compile_setting_compiles_that_stage_only(tmp_path, monkeypatch, fast_compile):
+    moving_square_clips(tmp_path / "data")
+    seen = _spy_compiles(monkeypatch)
+    events: list[dict] = []
+    sets = [f"train.{s}.{k}={v}" for s in ("tokenizer", "lam", "dynamics")
+            for k, v in (("steps", 1), ("eval_every", 100), ("save_every", 100))]
+    cfg = load_preset("tiny", sets + ["train.lam.compile=true", "train.num_threads=1"])
+    train(cfg, tmp_path / "data", tmp_path / "run", stage="all", device="cpu", on_event=events.append)
+    assert set(seen) == {"lam"}
+    assert any(e.get("event") == "info" and e["message"].startswith("lam: torch.compile") for e in events)
+    assert (tmp_path / "run" / "world.safetensors").is_file()
+    # the setting does not change the steps, so a run resumes with it turned off
+    cfg = load_preset("tiny", sets[:3] + ["train.lam.steps=2", "train.num_threads=1"])
+    train(cfg, tmp_path / "data", tmp_path / "run", stage="lam", device="cpu", resume=True)
+    assert set(seen) == {"lam"} and len(seen) <= 2
+
+
+def test_compile_without_a_compiler(tmp_path, monkeypatch):
+    """The preset's setting falls back to eager training with a warning; --compile refuses in one
+    line before any run folder appears."""
+    moving_square_clips(tmp_path / "data")
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")
+    seen = _spy_compiles(monkeypatch)
+    events: list[dict] = []
+    sets = ["train.lam.steps=1", "train.lam.eval_every=100", "train.lam.save_every=100", "train.num_threads=1"]
+    train(load_preset("tiny", sets + ["train.lam.compile=true"]), tmp_path / "data", tmp_path / "eager",
+          stage="lam", device="cpu", on_event=events.append)
+    assert seen == [] and (tmp_path / "eager" / "lam" / "last.safetensors").is_file()
+    assert any(e.get("event") == "warning" and "no-such-c++-compiler" in e["message"] for e in events)
+    with pytest.raises(GenieError, match="--compile: torch.compile needs a C\\+\\+ compiler"):
+        train(load_preset("tiny", sets), tmp_path / "data", tmp_path / "refused", stage="lam", device="cpu",
+              compile=True)
+    assert not (tmp_path / "refused").exists()
+    result = CliRunner().invoke(app, ["train", "--preset", "tiny", "--stage", "lam", "--data", str(tmp_path / "data"),
+                                      "--out", str(tmp_path / "cli"), "--compile", "--set", "train.lam.steps=1"])
+    assert result.exit_code == 2 and "C++ compiler" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "cli").exists()
+
+
+def test_stage_compile_setting_must_be_a_bool():
+    with pytest.raises((ValueError, GenieError)):
+        load_preset("tiny", ["train.dynamics.compile=sometimes"])

@@ -142,3 +142,17 @@ def test_overrides_are_validated_together_not_in_order():
     a = load_preset("small", ["lam.context_frames=8", "lam.window_overlap=4"])
     b = load_preset("small", ["lam.window_overlap=4", "lam.context_frames=8"])
     assert a == b and a.lam.context_frames == 8 and a.lam.window_overlap == 4
+
+
+def test_set_on_one_stage_leaves_stages_sharing_a_yaml_anchor(tmp_path):
+    """A preset whose stages share one YAML anchor (tiny's ``*tiny_optim``): ``--set`` on one
+    stage changes that stage only."""
+    path = tmp_path / "anchored.yaml"
+    path.write_text("inherit: tiny\ntrain:\n  tokenizer: &opt {steps: 5, lr: 1.0e-3}\n"
+                    "  lam: *opt\n  dynamics: *opt\n")
+    for preset in ("tiny", str(path)):
+        base = load_preset(preset)
+        cfg = load_preset(preset, ["train.lam.steps=7", "train.dynamics.compile=true"])
+        assert cfg.train.lam.steps == 7 and cfg.train.tokenizer.steps == base.train.tokenizer.steps
+        assert cfg.train.dynamics.steps == base.train.dynamics.steps
+        assert cfg.train.dynamics.compile and not cfg.train.lam.compile and not cfg.train.tokenizer.compile

@@ -105,7 +105,18 @@ def _read_yaml(path: Path) -> dict:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a preset must be a mapping at the top level")
-    return raw
+    return _unshared(raw)
+
+
+def _unshared(value: Any) -> Any:
+    """``value`` with every mapping and list its own object: YAML aliases (``*anchor``) load as
+    one shared object, so a ``--set`` on one stage would otherwise change every stage sharing it
+    (``copy.deepcopy`` keeps such sharing)."""
+    if isinstance(value, dict):
+        return {k: _unshared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unshared(v) for v in value]
+    return value
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -67,8 +67,12 @@ class OptimConfig:
     eval_every: int = 200
     save_every: int = 1000
     log_every: int = 10
+    compile: bool = False  # run this stage's loss passes through torch.compile (as --compile does
+    #                        for every stage); without a C++ compiler on a CPU the stage trains eagerly
 
     def __post_init__(self) -> None:
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be true or false, got {self.compile!r}")
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "save_every", "log_every"):
             if not 1 <= getattr(self, name) <= MAX_COUNT:
                 raise ValueError(f"{name} must be in [1, {MAX_COUNT}], got {getattr(self, name)}")

@@ -28,7 +28,7 @@ from torch import nn
 from genie_core.config import GenieConfig, to_dict
 from genie_core.errors import GenieError
 from genie_core.io.atomic import atomic_path
-from genie_core.runtime import autocast, check_memory, set_threads
+from genie_core.runtime import autocast, check_memory, compile_blocker, set_threads
 from genie_core.training.data import Dataset, load_dataset
 from genie_core.training.distributed import Dist, StopFlag, agree, init_dist
 from genie_core.training.optim import learning_rate
@@ -233,6 +233,7 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
     emit = on_event if (on_event is not None and d.rank == 0) else (lambda e: None)
     warn = lambda msg: emit({"event": "warning", "message": msg})  # noqa: E731
     try:
+        compiled = _compiled_stages(cfg, names, compile, dev, warn)
         data = _load_data(cfg, data_dir, d, warn, dev)
         if data.cache.has_actions:
             key = data.cache.videos[0].action_key
@@ -247,7 +248,9 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
             stage_obj = get_stage(name)(cfg, run_dir, dev, cfg.train.precision, inputs)
             stage_obj.warn = warn
             stage_obj.prepare(data)
-            run = setup_run(stage_obj, cfg, data, run_dir, d, emit, compile=compile)
+            run = setup_run(stage_obj, cfg, data, run_dir, d, emit, compile=name in compiled)
+            if name in compiled:
+                emit({"event": "info", "message": f"{name}: torch.compile (the first steps wait for the compiler)"})
             if has_state:
                 resume_run(run)
                 if run.step >= run.ocfg.steps:
@@ -269,6 +272,21 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
     finally:
         if d.owns_group:
             dist.destroy_process_group()
+
+
+def _compiled_stages(cfg: GenieConfig, names: list[str], compile: bool, dev: torch.device,
+                     warn: Callable[[str], None]) -> set[str]:
+    """The stages whose loss passes run through ``torch.compile``: every stage with ``--compile``
+    (``compile``), else those whose ``train.<stage>.compile`` is set. Without a compiler,
+    ``--compile`` is an error and a preset's setting a warning (the stage trains eagerly)."""
+    wanted = [n for n in names if compile or getattr(cfg.train, n).compile]
+    blocker = compile_blocker(dev) if wanted else None
+    if blocker is None:
+        return set(wanted)
+    if compile:
+        raise GenieError(f"--compile: {blocker}")
+    warn(f"train.{'/'.join(wanted)}.compile: {blocker}; training eagerly instead")
+    return set()
 
 
 def _write_heldout(run_dir: Path, data_dir: Path, data: Dataset) -> None:
