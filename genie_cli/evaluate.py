@@ -52,7 +52,7 @@ def evaluate(
     batch: Annotated[int, typer.Option("--batch", help="Clips per rollout batch.", min=1)] = 8,
     seed: opt.Seed = 0,
     device: opt.Device = "auto",
-    precision: opt.Precision = "bf16",
+    precision: opt.Precision = "auto",
     threads: opt.OneThread = 1,
     json_out: Annotated[bool, opt.json_option(
         "Print one JSON object (summary and per-clip scores) instead of a table.")] = False,

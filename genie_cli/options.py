@@ -49,11 +49,12 @@ Device = Annotated[str, typer.Option(
     callback=device_choice)]
 # Fixed sets of values as Literal types: Typer lists them in --help and refuses any other value
 # at parse time (one line `error: ...`, exit 2, through the app's error handler).
-PrecisionName = Literal["bf16", "fp32"]
+PrecisionName = Literal["auto", "bf16", "fp32"]
 PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
-Precision = Annotated[PrecisionName, typer.Option("--precision", help="bf16 (autocast) or fp32.")]
+_AUTO = "auto (bf16 where the device has bf16 matmuls in hardware, else fp32), bf16 (autocast) or fp32"
+Precision = Annotated[PrecisionName, typer.Option("--precision", help=_AUTO + ".")]
 OptionalPrecision = Annotated[Optional[PrecisionName], typer.Option(
-    "--precision", help="bf16 (autocast) or fp32 (default: the preset's).")]
+    "--precision", help=_AUTO + " (default: the preset's).")]
 Checkpoint = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="A checkpoint (.safetensors).")]
 Preset = Annotated[str, preset_option("Preset name (see presets/) or a YAML file.")]
 Overrides = Annotated[Optional[list[str]], typer.Option("--set", help="Override a preset value: section.key=value (repeatable).")]

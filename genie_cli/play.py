@@ -51,7 +51,7 @@ def play(
         "--fps", help="Frame rate of the written video (default: the prompt video's, else 10).",
         min=0.1, callback=opt.finite)] = None,
     device: opt.Device = "auto",
-    precision: opt.Precision = "bf16",
+    precision: opt.Precision = "auto",
     threads: OneThread = 1,
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Recompute each frame from the session's earlier frames instead of "

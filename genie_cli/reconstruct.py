@@ -32,7 +32,7 @@ def reconstruct(
     window: opt.Window = None,
     batch: opt.BatchWindows = 4,
     device: opt.Device = "auto",
-    precision: opt.Precision = "bf16",
+    precision: opt.Precision = "auto",
     threads: opt.Threads = 0,
     json_out: opt.JsonResult = False,
 ) -> None:

@@ -38,7 +38,7 @@ def tokenize(
     window: opt.Window = None,
     batch: opt.BatchWindows = 4,
     device: opt.Device = "auto",
-    precision: opt.Precision = "bf16",
+    precision: opt.Precision = "auto",
     threads: opt.Threads = 0,
     json_out: opt.Json = False,
 ) -> None:

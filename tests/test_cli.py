@@ -381,7 +381,7 @@ def test_precision_is_checked_alike_by_every_command(tmp_path: Path, command: st
     ("train", "--stage", "everything", ("tokenizer", "lam", "dynamics", "all")),
     ("record", "--policy", "lazy", ("random", "sticky")),
     ("infer-actions", "--format", "csv", ("json", "npz")),
-    ("tokenize", "--precision", "fp16", ("bf16", "fp32")),
+    ("tokenize", "--precision", "fp16", ("auto", "bf16", "fp32")),
     ("play", "--device", "tpu", ("auto", "cpu", "cuda", "cuda:N")),
 ])
 def test_fixed_choices_are_listed_in_help_and_refused_in_one_line(

@@ -97,7 +97,7 @@ class TrainConfig:
     tokenizer: OptimConfig = field(default_factory=OptimConfig)
     lam: OptimConfig = field(default_factory=OptimConfig)
     dynamics: OptimConfig = field(default_factory=OptimConfig)
-    precision: Literal["bf16", "fp32"] = "bf16"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     num_threads: int = 0  # 0: torch's default
     seed: int = 0
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from genie_core.errors import ArgumentError, GenieError
 from genie_core.models.dynamics import DynamicsModel
 from genie_core.models.layers.st_transformer import KVCache
-from genie_core.runtime import inference, valid_seed
+from genie_core.runtime import inference, resolve_precision, valid_seed
 
 
 def _compiled_session_dynamics(dynamics: DynamicsModel) -> DynamicsModel:
@@ -69,7 +69,7 @@ class PlaySession:
     def _session_models(self) -> tuple[DynamicsModel, nn.Module]:
         """(dynamics, tokenizer) for a session: under bf16, copies with bf16 weights (autocast
         re-casts fp32 weights at every call, ~20% of a frame's time); under fp32, the models."""
-        if self.world.precision == "fp32":
+        if resolve_precision(self.world.precision, self.world.device) == "fp32":
             dynamics, tokenizer = self.world.dynamics, self.world.tokenizer
         else:
             half = lambda m: copy.deepcopy(m).to(torch.bfloat16).eval()  # noqa: E731

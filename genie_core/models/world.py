@@ -105,7 +105,8 @@ def paired_dynamics_config(cfg: DynamicsConfig, tokenizer: Any, lam: Any, resolu
 class World(nn.Module, Checkpointable):
     """A playable world model: ``tokenizer``, ``lam`` and ``dynamics`` submodules (eval mode).
 
-    ``precision`` ("bf16" | "fp32"), ``decode_context`` (how many of the latest frames' ids
+    ``precision`` ("auto" | "bf16" | "fp32"; auto: bf16 where the device has bf16 matmuls in
+    hardware, else fp32), ``decode_context`` (how many of the latest frames' ids
     the causal decoder sees to draw the newest frame) and ``use_cache`` (False: each frame is
     recomputed from the session's ids by the banded forward of training instead of read from
     the KV cache; the same frames, slower) and ``use_compile`` (True: the session's dynamics
@@ -129,7 +130,7 @@ class World(nn.Module, Checkpointable):
             got = getattr(dynamics.config, key)
             if tuple(np.atleast_1d(got)) != tuple(np.atleast_1d(want)):
                 raise GenieError(f"dynamics.{key} is {got} but the tokenizer/LAM give {want}")
-        self.precision = "bf16"
+        self.precision = "auto"
         self.decode_context = 2  # 1: 11 ms, 2: 14 ms, 4: 23 ms per frame for small's decoder
         self.use_cache = True
         self.use_compile = False

@@ -19,19 +19,20 @@ from genie_core.errors import ArgumentError
 
 __all__ = ["load_world", "WorldEnv", "Discrete", "Box"]
 
-PRECISIONS = ("bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
-def load_world(name_or_path: str | Path, device: str = "cpu", precision: str = "bf16") -> Any:
+def load_world(name_or_path: str | Path, device: str = "cpu", precision: str = "auto") -> Any:
     """The ``World`` a shipped name (``genie_core.tasks.worlds.list_worlds``) or a world file names, on
-    ``device``, sampling under ``precision`` ("bf16" | "fp32"). A shipped world carries its
+    ``device``, sampling under ``precision`` ("auto" | "bf16" | "fp32"; auto: bf16 where the device has bf16 matmuls in
+    hardware). A shipped world carries its
     prompt frame as ``world.prompt_path`` (None for a file)."""
     from genie_core.models.load import load_model
     from genie_core.runtime import resolve_device
     from genie_core.tasks.worlds import resolve_world
 
     if precision not in PRECISIONS:
-        raise ArgumentError(f"precision must be bf16 or fp32, got {precision!r}")
+        raise ArgumentError(f"precision must be auto, bf16 or fp32, got {precision!r}")
     path, shipped = resolve_world(name_or_path)
     world = load_model(path, "world", device=str(resolve_device(device)))
     world.precision = precision

@@ -25,7 +25,7 @@ from genie_core.config.train import MAX_FRAME_SIDE
 from genie_core.errors import ArgumentError, GenieError
 from genie_core.io.checkpoint_format import LoadedModel, read_metadata
 from genie_core.io.tokens import file_digest
-from genie_core.runtime import inference, resolve_device, valid_seed
+from genie_core.runtime import inference, resolve_device, resolve_precision, valid_seed
 
 DEFAULT_WINDOW = 16  # frames per window when neither the checkpoint nor the preset says
 
@@ -164,11 +164,12 @@ def _probe(path: Path) -> Any:
 
 def tokenize_video(tok: LoadedTokenizer, path: str | os.PathLike, *,
                    size: tuple[int, int] | None = None, batch_windows: int = 4,
-                   precision: str = "bf16") -> tuple[np.ndarray, dict[str, Any]]:
+                   precision: str = "auto") -> tuple[np.ndarray, dict[str, Any]]:
     """Token ids int32 (T', h, w) of a whole video, and the metadata a token file records."""
     from genie_core.models.window_encode import encode_ids, token_meta
 
     path = Path(path)
+    precision = resolve_precision(precision, tok.device)  # the token file records what ran
     info = _probe(path)
     hw = frame_size(tok, (info.height, info.width), size)
     ids, num_frames = encode_ids(tok.model, _window_frames(path, hw, tok.window), device=tok.device,
@@ -195,7 +196,7 @@ def _frame_metrics(orig: np.ndarray, rec: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def iter_reconstruction(tok: LoadedTokenizer, path: str | os.PathLike, *,
                         size: tuple[int, int] | None = None, batch_windows: int = 4,
-                        precision: str = "bf16", info: Any = None
+                        precision: str = "auto", info: Any = None
                         ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(original, reconstruction) uint8 (n, H, W, 3) window by window: encode, quantise, decode
     the ids (the same path a token file takes), trim the causal padding."""
@@ -304,7 +305,7 @@ class _Collector:
 
 def reconstruct_video(tok: LoadedTokenizer, path: str | os.PathLike, *,
                       size: tuple[int, int] | None = None, batch_windows: int = 4,
-                      precision: str = "bf16") -> Reconstruction:
+                      precision: str = "auto") -> Reconstruction:
     """Reconstruct a whole video in memory (same frame count and fps) with per-frame PSNR / SSIM.
     For long videos use ``reconstruct_to_file``, which streams."""
     path = Path(path)
@@ -321,7 +322,7 @@ def reconstruct_video(tok: LoadedTokenizer, path: str | os.PathLike, *,
 def reconstruct_to_file(tok: LoadedTokenizer, path: str | os.PathLike, output: str | os.PathLike,
                         *, compare: str | os.PathLike | None = None, compare_frames: int = 8,
                         size: tuple[int, int] | None = None, batch_windows: int = 4,
-                        precision: str = "bf16") -> Reconstruction:
+                        precision: str = "auto") -> Reconstruction:
     """Stream a video through the tokenizer into ``output`` (.mp4 / .gif: same frame count and
     fps), with ``compare``, also a PNG of up to ``compare_frames`` evenly spaced originals above
     their reconstructions. Memory holds a batch of windows, never the whole video; both writes

@@ -28,7 +28,7 @@ from torch import nn
 from genie_core.config import GenieConfig, to_dict
 from genie_core.errors import GenieError
 from genie_core.io.atomic import atomic_path
-from genie_core.runtime import autocast, check_memory, compile_blocker, set_threads
+from genie_core.runtime import autocast, check_memory, compile_blocker, resolve_precision, set_threads
 from genie_core.training.data import Dataset, load_dataset
 from genie_core.training.distributed import Dist, StopFlag, agree, init_dist
 from genie_core.training.optim import learning_rate
@@ -233,6 +233,10 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
     emit = on_event if (on_event is not None and d.rank == 0) else (lambda e: None)
     warn = lambda msg: emit({"event": "warning", "message": msg})  # noqa: E731
     try:
+        precision = resolve_precision(cfg.train.precision, dev)
+        if cfg.train.precision == "auto":
+            why = "bf16 matmuls in hardware" if precision == "bf16" else "no bf16 matmuls in hardware"
+            emit({"event": "info", "message": f"precision auto: {precision} ({dev.type}: {why})"})
         compiled = _compiled_stages(cfg, names, compile, dev, warn)
         data = _load_data(cfg, data_dir, d, warn, dev)
         if data.cache.has_actions:
@@ -245,7 +249,7 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
             warn("no held-out videos: validating on training clips")
         results = {}
         for name, has_state in plan:
-            stage_obj = get_stage(name)(cfg, run_dir, dev, cfg.train.precision, inputs)
+            stage_obj = get_stage(name)(cfg, run_dir, dev, precision, inputs)
             stage_obj.warn = warn
             stage_obj.prepare(data)
             run = setup_run(stage_obj, cfg, data, run_dir, d, emit, compile=name in compiled)
