@@ -25,6 +25,7 @@ from genie_cli.common import (
     stdin_paths,
     warn,
 )
+from genie_core.runtime import resolve_precision
 
 
 @handle_errors
@@ -122,6 +123,7 @@ def evaluate(
     if json_out:
         record = {**_finite(summary), "steps": game.sampling.steps, "temperature": game.sampling.temperature,
                   "sampling": dataclasses.asdict(game.sampling),
+                  "precision": resolve_precision(game.precision, game.device),  # what ran, auto resolved
                   "world": str(world) if world else f"preset:{preset}", "per_clip": _finite(report.per_clip())}
         typer.echo(json.dumps(record))
     else:

@@ -150,6 +150,18 @@ def test_cli_json(world_file: Path, clips: Path) -> None:
     assert record["horizon"] == 4 and record["windows"] == 3 and record["psnr_cap_db"] == 50
     assert sum(record["code_usage"]["counts"]) == 3 * 4 and record["action_source"] == "lam"
     assert {"psnr_copy", "psnr_copy_tokens", "ssim_copy", "random_freq_actions"} <= record["per_clip"][0].keys()
+    assert record["precision"] == "fp32"
+
+
+@pytest.mark.parametrize("native, want", [(False, "fp32"), (True, "bf16")])
+def test_cli_json_records_the_precision_auto_chose(world_file: Path, clips: Path, monkeypatch, native, want) -> None:
+    """The default --precision auto is recorded resolved: what the evaluation ran under."""
+    import torch
+    monkeypatch.setattr(torch._C._cpu, "_get_cpu_capability", lambda: {"avx512_bf16": native})
+    result = runner.invoke(app, ["evaluate", str(clips), "-w", str(world_file), "--clips", "1",
+                                 "--horizon", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["precision"] == want
 
 
 def test_cli_paths_from_stdin_match_the_folder(world_file: Path, clips: Path, tmp_path: Path) -> None:
