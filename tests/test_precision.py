@@ -105,3 +105,23 @@ def test_training_under_auto_runs_the_resolved_precision_and_says_so(tmp_path, m
         train(cfg, moving_square_clips(tmp_path / "data"), tmp_path / "run", device="cpu", on_event=events.append)
     assert seen and set(seen) == {want}  # the model and its EMA copy
     assert any(e.get("event") == "info" and f"precision auto: {want}" in e.get("message", "") for e in events)
+
+
+def test_training_warns_when_bf16_is_forced_on_emulated_hardware(tmp_path, monkeypatch) -> None:
+    from dataclasses import replace
+
+    from test_train import ToyStage, moving_square_clips, toy, toy_cfg  # noqa: F401
+
+    from genie_core.training import stages
+    from genie_core.training.train import train
+
+    monkeypatch.setitem(stages._REGISTRY, "tokenizer", ToyStage)
+    cfg = toy_cfg(steps=1)
+    data = moving_square_clips(tmp_path / "data")
+    for native, warned in ((False, True), (True, False)):
+        events = []
+        with cpu_features(avx512_bf16=native):
+            train(replace(cfg, train=replace(cfg.train, precision="bf16")), data, tmp_path / f"run{native}",
+                  device="cpu", on_event=events.append)
+        said = [e["message"] for e in events if e.get("event") == "warning" and "emulated" in e.get("message", "")]
+        assert bool(said) == warned, said

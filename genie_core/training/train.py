@@ -28,7 +28,7 @@ from torch import nn
 from genie_core.config import GenieConfig, to_dict
 from genie_core.errors import GenieError
 from genie_core.io.atomic import atomic_path
-from genie_core.runtime import autocast, check_memory, compile_blocker, resolve_precision, set_threads
+from genie_core.runtime import autocast, check_memory, compile_blocker, native_bf16, resolve_precision, set_threads
 from genie_core.training.data import Dataset, load_dataset
 from genie_core.training.distributed import Dist, StopFlag, agree, init_dist
 from genie_core.training.optim import learning_rate
@@ -237,6 +237,9 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
         if cfg.train.precision == "auto":
             why = "bf16 matmuls in hardware" if precision == "bf16" else "no bf16 matmuls in hardware"
             emit({"event": "info", "message": f"precision auto: {precision} ({dev.type}: {why})"})
+        elif precision == "bf16" and not native_bf16(dev):
+            warn(f"train.precision is bf16 but this {dev.type} has no bf16 matmuls in hardware: they are "
+                 f"emulated, several times slower than fp32 (use --precision auto or fp32)")
         compiled = _compiled_stages(cfg, names, compile, dev, warn)
         data = _load_data(cfg, data_dir, d, warn, dev)
         if data.cache.has_actions:
