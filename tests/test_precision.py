@@ -110,7 +110,7 @@ def test_training_under_auto_runs_the_resolved_precision_and_says_so(tmp_path, m
 def test_training_warns_when_bf16_is_forced_on_emulated_hardware(tmp_path, monkeypatch) -> None:
     from dataclasses import replace
 
-    from test_train import ToyStage, moving_square_clips, toy, toy_cfg  # noqa: F401
+    from test_train import ToyStage, moving_square_clips, toy_cfg
 
     from genie_core.training import stages
     from genie_core.training.train import train
