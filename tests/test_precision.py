@@ -125,3 +125,26 @@ def test_training_warns_when_bf16_is_forced_on_emulated_hardware(tmp_path, monke
                   device="cpu", on_event=events.append)
         said = [e["message"] for e in events if e.get("event") == "warning" and "emulated" in e.get("message", "")]
         assert bool(said) == warned, said
+
+
+def test_resume_compares_the_precision_as_resolved_here(tmp_path, monkeypatch) -> None:
+    """A run saved under bf16 (the default before auto) resumes under auto where auto means bf16,
+    and is refused in one line where auto means fp32: it would not continue exactly."""
+    from dataclasses import replace
+
+    from test_train import ToyStage, moving_square_clips, toy_cfg
+
+    from genie_core.errors import GenieError
+    from genie_core.training import stages
+    from genie_core.training.train import train
+
+    monkeypatch.setitem(stages._REGISTRY, "tokenizer", ToyStage)
+    cfg = toy_cfg(steps=2)
+    data, out = moving_square_clips(tmp_path / "data"), tmp_path / "run"
+    with cpu_features(avx512_bf16=True):
+        train(replace(cfg, train=replace(cfg.train, precision="bf16")), data, out, device="cpu", stop_at=1)
+    auto = replace(cfg, train=replace(cfg.train, precision="auto"))
+    with cpu_features(avx512_bf16=False), pytest.raises(GenieError, match="train.precision"):
+        train(auto, data, out, device="cpu", resume=True)
+    with cpu_features(avx512_bf16=True):
+        train(auto, data, out, device="cpu", resume=True)

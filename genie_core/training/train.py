@@ -28,7 +28,15 @@ from torch import nn
 from genie_core.config import GenieConfig, to_dict
 from genie_core.errors import GenieError
 from genie_core.io.atomic import atomic_path
-from genie_core.runtime import autocast, check_memory, compile_blocker, native_bf16, resolve_precision, set_threads
+from genie_core.runtime import (
+    autocast,
+    check_memory,
+    compile_blocker,
+    native_bf16,
+    resolve_device,
+    resolve_precision,
+    set_threads,
+)
 from genie_core.training.data import Dataset, load_dataset
 from genie_core.training.distributed import Dist, StopFlag, agree, init_dist
 from genie_core.training.optim import learning_rate
@@ -220,7 +228,7 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
         raise GenieError(f"--resume: no run folder at {run_dir}")
     plan = []  # (stage, resume it?)
     for name in names:
-        has_state = check_resumable(cfg, run_dir / name, name) if run_dir.is_dir() else False
+        has_state = check_resumable(cfg, run_dir / name, name, resolve_device(device)) if run_dir.is_dir() else False
         if has_state and not resume:
             raise GenieError(f"{run_dir / name} already holds a training run "
                              f"(pass --resume to continue it, or choose another --out)")
