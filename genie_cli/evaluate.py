@@ -25,7 +25,6 @@ from genie_cli.common import (
     stdin_paths,
     warn,
 )
-from genie_core.runtime import resolve_precision
 
 
 @handle_errors
@@ -121,6 +120,7 @@ def evaluate(
                                  batch_size=batch, on_batch=bar.advance)
     summary = report.summary()
     if json_out:
+        from genie_core.runtime import resolve_precision  # torch: not at import (genie --help)
         record = {**_finite(summary), "steps": game.sampling.steps, "temperature": game.sampling.temperature,
                   "sampling": dataclasses.asdict(game.sampling),
                   "precision": resolve_precision(game.precision, game.device),  # what ran, auto resolved
