@@ -181,8 +181,9 @@ def _perplexity(counts: np.ndarray) -> float | None:
 
 def _per_frame(metric: Callable[..., torch.Tensor], real: np.ndarray, fake: np.ndarray) -> np.ndarray:
     lead = real.shape[:-3]
-    a = torch.from_numpy(np.ascontiguousarray(real)).float() / 255
-    b = torch.from_numpy(np.ascontiguousarray(fake)).float() / 255
+    # copies (the frames may be read-only views, which torch.from_numpy warns about)
+    a = torch.tensor(real, dtype=torch.float32) / 255
+    b = torch.tensor(fake, dtype=torch.float32) / 255
     # (..., H, W, C) -> (N, C, H, W): 4-d, so the metric scores each image (a 5-d input would be
     # read as one video and averaged over its frames)
     a, b = (rearrange(x.reshape(-1, *x.shape[-3:]), "n h w c -> n c h w") for x in (a, b))
