@@ -213,6 +213,8 @@ def _scripted(game: Any, frames: Any, action_ids: list[int], output: Path, fps: 
               "frames": total, "actions": action_ids, "ms_per_frame": round(1000 * seconds, 2),
               "fps": round(1 / seconds, 2) if seconds > 0 else None}
     if json_out:
+        from genie_core.runtime import resolve_precision  # torch: not at import (genie --help)
+        record["precision"] = resolve_precision(game.precision, game.device)  # what ran, auto resolved
         emit_json(record)
     else:
         typer.echo(f"wrote {output}: {len(frames)} prompt + {len(action_ids)} generated frames "

@@ -5,6 +5,7 @@ terminal renderer."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import select
 import struct
@@ -72,6 +73,7 @@ def test_scripted_play_is_seeded(world_file: Path, prompt_png: Path, tmp_path: P
         result = invoke("play", "-w", world_file, "--prompt", prompt_png, "--actions", "2,0,3,1",
                         "-o", path, "--seed", seed, "--precision", "fp32", "--json")
         assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["precision"] == "fp32"
     a, b, c = (read_frames(p) for p in paths)
     np.testing.assert_array_equal(a, b)
     assert a.shape == c.shape == (5, 16, 16, 3)
