@@ -157,6 +157,8 @@ def main() -> None:
         parser.error("--frames must be >= 2")
 
     precisions = args.precisions.split(",")
+    if not set(precisions) <= {"bf16", "fp32"}:
+        parser.error("--precisions takes bf16 and/or fp32 (the benchmark times each one as asked)")
     thread_counts = [int(t) for t in args.threads.split(",")]
     results = []
     for item in args.presets.split(","):

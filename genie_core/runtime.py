@@ -37,10 +37,10 @@ def native_bf16(device: torch.device) -> bool:
     at a fifth of the fp32 one and the ``small`` tokenizer's training step 3.1x slower in bf16
     (``bench/bench_train.py``), so there ``auto`` means fp32."""
     if device.type == "cuda":
-        try:
-            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-        except TypeError:  # older signature
+        if torch.version.hip:
             return bool(torch.cuda.is_bf16_supported())
+        # this device's own capability (Ampere and later), not the current device's
+        return torch.cuda.get_device_capability(device)[0] >= 8
     if device.type != "cpu":
         return False
     try:

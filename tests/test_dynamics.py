@@ -367,9 +367,9 @@ def test_stage_token_table_equals_genie_tokenize(tmp_path, clip_dir) -> None:
         assert meta["window_warmup"] > 0
         # One metadata builder: the same keys as a token file of `genie tokenize` (less what only
         # a video file gives), the same description of the tokenizer.
-        assert set(meta) == set(want) - {"source_size", "precision"} | {"token_shape"}
+        assert set(meta) == set(want) - {"source_size"} | {"token_shape"}
         for key in ("tokenizer_digest", "time_downsample", "space_downsample", "vocab_size", "window_warmup",
-                    "num_frames", "frame_size", "format_version"):
+                    "num_frames", "frame_size", "format_version", "precision"):
             assert meta[key] == want[key], key
 
     stale = token_files[0]
@@ -378,3 +378,10 @@ def test_stage_token_table_equals_genie_tokenize(tmp_path, clip_dir) -> None:
     save_tokens(stale, np.zeros_like(ids), meta)
     train(cfg, clip_dir, tmp_path / "run2", stage="dynamics", device="cpu", inputs=inputs)
     np.testing.assert_array_equal(load_tokens(stale)[0], ids)
+    # ids encoded under another precision (bf16 and fp32 ids differ) are encoded again too
+    meta = load_tokens(stale)[1]
+    assert meta["precision"] == "fp32"  # the tiny preset's
+    save_tokens(stale, np.zeros_like(ids), {**meta, "precision": "bf16"})
+    train(cfg, clip_dir, tmp_path / "run3", stage="dynamics", device="cpu", inputs=inputs)
+    np.testing.assert_array_equal(load_tokens(stale)[0], ids)
+    assert load_tokens(stale)[1]["precision"] == "fp32"

@@ -148,3 +148,28 @@ def test_resume_compares_the_precision_as_resolved_here(tmp_path, monkeypatch) -
         train(auto, data, out, device="cpu", resume=True)
     with cpu_features(avx512_bf16=True):
         train(auto, data, out, device="cpu", resume=True)
+
+
+def test_a_run_trained_under_auto_is_not_continued_in_another_precision(tmp_path, monkeypatch) -> None:
+    """The run records the precision auto resolved to: resumed where auto means something else,
+    it is refused (it would not continue exactly)."""
+    from dataclasses import replace
+
+    import yaml
+    from test_train import ToyStage, moving_square_clips, toy_cfg
+
+    from genie_core.errors import GenieError
+    from genie_core.training import stages
+    from genie_core.training.train import train
+
+    monkeypatch.setitem(stages._REGISTRY, "tokenizer", ToyStage)
+    cfg = toy_cfg(steps=2)
+    cfg = replace(cfg, train=replace(cfg.train, precision="auto"))
+    data, out = moving_square_clips(tmp_path / "data"), tmp_path / "run"
+    with cpu_features(avx512_bf16=True):
+        train(cfg, data, out, device="cpu", stop_at=1)
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["precision"] == "bf16"
+    with cpu_features(avx512_bf16=False), pytest.raises(GenieError, match="train.precision"):
+        train(cfg, data, out, device="cpu", resume=True)
+    with cpu_features(avx512_bf16=True):
+        train(cfg, data, out, device="cpu", resume=True)

@@ -11,6 +11,7 @@ torch RNG are re-derived every step, so resuming at step N continues exactly as 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -203,6 +204,15 @@ def resolve_stages(stage: str) -> list[str]:
     return [stage]
 
 
+def _rank_device(name: str) -> torch.device:
+    """The device this process trains on (init_dist's choice: under torchrun a CUDA rank takes
+    cuda:LOCAL_RANK), without starting the process group."""
+    device = resolve_device(name)
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
 def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathLike, *,
           stage: str = "tokenizer", resume: bool = False, device: str = "auto",
           stop_at: int | None = None, on_event: Event | None = None,
@@ -219,6 +229,11 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
     """
     names = resolve_stages(stage)
     run_dir, data_dir = Path(run_dir), Path(data_dir)
+    # The run records (and --resume compares) the precision that runs, auto resolved here: a run
+    # trained where auto meant bf16 is not continued in fp32 on another machine.
+    asked = cfg.train.precision
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, precision=resolve_precision(asked, _rank_device(device))))
     H, W = cfg.data.resolution
     for name in names:  # one step's clips, as float32, must fit before anything else is done
         oc = getattr(cfg.train, name)
@@ -228,7 +243,7 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
         raise GenieError(f"--resume: no run folder at {run_dir}")
     plan = []  # (stage, resume it?)
     for name in names:
-        has_state = check_resumable(cfg, run_dir / name, name, resolve_device(device)) if run_dir.is_dir() else False
+        has_state = check_resumable(cfg, run_dir / name, name, _rank_device(device)) if run_dir.is_dir() else False
         if has_state and not resume:
             raise GenieError(f"{run_dir / name} already holds a training run "
                              f"(pass --resume to continue it, or choose another --out)")
@@ -241,8 +256,8 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
     emit = on_event if (on_event is not None and d.rank == 0) else (lambda e: None)
     warn = lambda msg: emit({"event": "warning", "message": msg})  # noqa: E731
     try:
-        precision = resolve_precision(cfg.train.precision, dev)
-        if cfg.train.precision == "auto":
+        precision = cfg.train.precision
+        if asked == "auto":
             why = "bf16 matmuls in hardware" if precision == "bf16" else "no bf16 matmuls in hardware"
             emit({"event": "info", "message": f"precision auto: {precision} ({dev.type}: {why})"})
         elif precision == "bf16" and not native_bf16(dev):

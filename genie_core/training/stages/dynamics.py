@@ -145,9 +145,10 @@ class DynamicsStage(Stage):
             if path.is_file():
                 try:
                     ids, meta = load_tokens(path)
-                    # A file without the warm-up came from independent windows: encode again.
+                    # A file without the warm-up came from independent windows, one without the
+                    # precision from before it was recorded (bf16 and fp32 ids differ): encode again.
                     if (ids.shape != (video.num_frames, h, w) or meta.get("tokenizer_digest") != digest
-                            or meta.get("window_warmup") != warmup):
+                            or meta.get("window_warmup") != warmup or meta.get("precision") != self.precision):
                         ids = None
                 except TokenFileError:
                     ids = None
@@ -156,7 +157,7 @@ class DynamicsStage(Stage):
                 save_tokens(path, ids, token_meta(
                     self.tokenizer, source=video.path, fps=None, num_frames=video.num_frames,
                     frame_size=self.resolution, tokenizer=str(tok_path), digest=digest,
-                    window=self.cfg.data.num_frames))
+                    window=self.cfg.data.num_frames, precision=self.precision))
             table[video.offset: video.offset + video.num_frames] = ids
         return table
 
@@ -171,8 +172,8 @@ class DynamicsStage(Stage):
 
     def _action_table(self, lam_path: Path) -> np.ndarray:
         """Latent action at every frame of the frame cache (taking it to the next), (N,) int64;
-        -1 at each video's last frame. Cached as ``<cache>/lam_actions/<lam digest>.npz``."""
-        path = self.cache.root / "lam_actions" / f"{file_digest(lam_path)}.npz"
+        -1 at each video's last frame. Cached as ``<cache>/lam_actions/<lam digest>-<precision>.npz``."""
+        path = self.cache.root / "lam_actions" / f"{file_digest(lam_path)}-{self.precision}.npz"
         N = len(self.cache.frames)
         if path.is_file():
             try:
