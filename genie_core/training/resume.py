@@ -80,9 +80,12 @@ def check_resumable(cfg: GenieConfig, stage_dir: Path, stage: str, device: Any =
                 settings["train.precision"] = resolve_precision(settings["train.precision"], device)
     for key in sorted(saved_at.keys() | now_at.keys()):
         if saved_at.get(key) != now_at.get(key):
+            fix = (f"pass --precision {saved_at[key]} to continue it, or start a new run with another --out"
+                   if key == "train.precision" and saved_at.get(key) in ("bf16", "fp32")
+                   else "start a new run with another --out")
             raise GenieError(f"--resume: {stage_dir.parent} was trained with {key}="
                              f"{_shown(saved_at.get(key))}, not {_shown(now_at.get(key))}; resuming "
-                             f"would not continue it exactly (start a new run with another --out)")
+                             f"would not continue it exactly ({fix})")
     return True
 
 
