@@ -53,12 +53,11 @@ def _shown(value: Any) -> str:
     return "(unset)" if value is None else json.dumps(value)
 
 
-def check_resumable(cfg: GenieConfig, stage_dir: Path, stage: str, device: Any = None) -> bool:
+def check_resumable(cfg: GenieConfig, stage_dir: Path, stage: str) -> bool:
     """True when the stage has a state to resume; a GenieError naming the first setting that
-    differs from the saved run's (nothing is written before this check). With ``device``,
-    ``train.precision`` is compared as resolved there: a run saved with ``bf16`` (the default
-    before ``auto``) resumes under ``auto`` where auto means bf16, and is refused where it means
-    fp32."""
+    differs from the saved run's (nothing is written before this check). ``train.precision`` is
+    compared as ``train`` resolves it (``auto`` -> what runs here; runs record the resolved one),
+    so a run saved with ``bf16`` resumes under ``auto`` where auto means bf16."""
     path = stage_dir / STATE_FILE
     if not path.is_file():
         return False
@@ -73,11 +72,6 @@ def check_resumable(cfg: GenieConfig, stage_dir: Path, stage: str, device: Any =
         raise GenieError(f"{stage_dir.parent} was trained with preset '{saved.get('name')}', "
                          f"not '{cfg.name}'")
     saved_at, now_at = saved_exactness_settings(saved, stage), exactness_settings(to_dict(cfg), stage)
-    if device is not None:
-        from genie_core.runtime import resolve_precision
-        for settings in (saved_at, now_at):
-            if settings.get("train.precision") in ("auto", "bf16", "fp32"):
-                settings["train.precision"] = resolve_precision(settings["train.precision"], device)
     for key in sorted(saved_at.keys() | now_at.keys()):
         if saved_at.get(key) != now_at.get(key):
             fix = (f"pass --precision {saved_at[key]} to continue it, or start a new run with another --out"

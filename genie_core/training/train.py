@@ -233,7 +233,7 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
     # trained where auto meant bf16 is not continued in fp32 on another machine.
     asked = cfg.train.precision
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(
-        cfg.train, precision=resolve_precision(asked, _rank_device(device))))
+        cfg.train, precision=resolve_precision(asked, _rank_device(device))))  # before check_resumable
     H, W = cfg.data.resolution
     for name in names:  # one step's clips, as float32, must fit before anything else is done
         oc = getattr(cfg.train, name)
@@ -243,7 +243,7 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
         raise GenieError(f"--resume: no run folder at {run_dir}")
     plan = []  # (stage, resume it?)
     for name in names:
-        has_state = check_resumable(cfg, run_dir / name, name, _rank_device(device)) if run_dir.is_dir() else False
+        has_state = check_resumable(cfg, run_dir / name, name) if run_dir.is_dir() else False
         if has_state and not resume:
             raise GenieError(f"{run_dir / name} already holds a training run "
                              f"(pass --resume to continue it, or choose another --out)")
