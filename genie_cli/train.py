@@ -45,12 +45,15 @@ class _Display:
                                                loss=float("nan"), rate="-")
             self._t0, self._s0 = time.perf_counter(), e["step"]
             params = e.get("parameters")
-            self.console.print(f"{e['stage']}: step {e['step']}/{e['total']}"
+            budget = (f", time budget {e['minutes']:g} min ({e.get('wall', 0.0) / 60:.1f} spent), "
+                      f"the schedule fitted to it" if e.get("minutes") else "")
+            self.console.print(f"{e['stage']}: step {e['step']}/{e['total']}" + budget
                                + (f", {params / 1e6:.2f}M parameters" if params else "")
                                + f" -> {e['dir']}")
         elif kind == "step":
             rate = (e["step"] - self._s0) / max(1e-9, time.perf_counter() - self._t0)
-            self.progress.update(self.task, completed=e["step"], loss=e["loss"], rate=f"{rate:.2f}")
+            self.progress.update(self.task, completed=e["step"], total=e["total"], loss=e["loss"],
+                                 rate=f"{rate:.2f}")
         elif kind == "eval":
             shown = "  ".join(f"{k} {v:.4g}" for k, v in e["metrics"].items())
             self.console.print(f"{e['stage']} step {e['step']}: {shown}")
@@ -69,7 +72,8 @@ def train(
     preset: opt.Preset = "small",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default runs/<preset>-<time>).")] = None,
     stage: Annotated[StageName, typer.Option("--stage", help="The stage to train; all: every stage, in order.")] = "tokenizer",
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Optimiser steps per stage (default: the preset's).", min=1)] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Optimiser steps per stage (default: the preset's); with a time budget, the most it may take.", min=1)] = None,
+    minutes: Annotated[Optional[float], typer.Option("--minutes", help="Time budget per stage, in minutes (training, evaluations, checkpoints): train until it is spent or --steps is reached, the learning-rate schedule fitted to the steps that fit; 0: no budget (default: the preset's).", min=0, max=1e6)] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Clips per step per process.", min=1)] = None,
     overrides: opt.Overrides = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
@@ -92,6 +96,8 @@ def train(
 
       genie train --preset small --data clips/ --out runs/coinrun --resume --steps 8000
 
+      genie train --preset small --data clips/ --out runs/quick --minutes 20
+
       torchrun --nproc_per_node=2 -m genie_cli train --preset small --data clips/ --out runs/ddp
 
     Ctrl-C saves a checkpoint and stops (exit 130); --resume continues exactly.
@@ -105,6 +111,7 @@ def train(
     for name in names:  # explicit flags win over --set
         sets += [f"train.{name}.steps={steps}"] if steps is not None else []
         sets += [f"train.{name}.batch_size={batch_size}"] if batch_size is not None else []
+        sets += [f"train.{name}.minutes={minutes}"] if minutes is not None else []
     sets += [f"train.precision={precision}"] if precision is not None else []
     sets += [f"train.seed={seed}"] if seed is not None else []
     sets += [f"train.num_threads={threads}"] if threads is not None else []

@@ -69,6 +69,9 @@ class OptimConfig:
     log_every: int = 10
     compile: bool = False  # run this stage's loss passes through torch.compile (as --compile does
     #                        for every stage); without a C++ compiler on a CPU the stage trains eagerly
+    minutes: float = 0.0  # time budget (training steps, evaluations, checkpoints; not the stage's
+    #                       set-up): train until it is spent or `steps` is reached, the schedule
+    #                       stretched over the steps that fit at the measured step time; 0: `steps`
 
     def __post_init__(self) -> None:
         if not isinstance(self.compile, bool):
@@ -86,6 +89,9 @@ class OptimConfig:
             raise ValueError(f"cooldown_fraction must be in (0, 1], got {self.cooldown_fraction}")
         if self.num_frames == 1 or self.num_frames < 0:
             raise ValueError(f"num_frames must be 0 (data.num_frames) or >= 2, got {self.num_frames}")
+        if isinstance(self.minutes, bool) or not (0.0 <= self.minutes <= 1e6):  # also rejects NaN
+            raise ValueError(f"minutes must be 0 (no time budget) or a positive number of minutes, "
+                             f"got {self.minutes!r}")
         if self.warmup_steps < 0 or self.disc_start_step < 0 or self.disc_lr < 0:
             raise ValueError("warmup_steps, disc_start_step and disc_lr must be >= 0")
 

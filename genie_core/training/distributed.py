@@ -56,6 +56,16 @@ def agree(flag: bool, d: Dist, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def agree_min(value: int, d: Dist, device: torch.device) -> int:
+    """The smallest of the ranks' ``value`` (a time-boxed stage's horizon: rank 0 alone times the
+    evaluations, so its estimate is the earliest)."""
+    if d.world == 1:
+        return value
+    t = torch.tensor([float(value)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
 def init_dist(device_name: str) -> tuple[Dist, torch.device]:
     """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; then gloo on CPU, nccl on CUDA."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

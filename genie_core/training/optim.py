@@ -23,16 +23,18 @@ def adamw(named: list[tuple[str, nn.Parameter]], lr: float, ocfg: OptimConfig,
     return opt, [n for n, _ in decay + no_decay]  # state_dict ids follow this order
 
 
-def learning_rate(step: int, ocfg: OptimConfig) -> float:
-    """Linear warmup, then cosine to the floor or (wsd) flat with a linear cooldown at the end."""
+def learning_rate(step: int, ocfg: OptimConfig, total: int | None = None) -> float:
+    """Linear warmup, then cosine to the floor or (wsd) flat with a linear cooldown at the end,
+    over ``total`` steps (default ``ocfg.steps``; a time-budgeted stage passes its horizon)."""
+    steps = ocfg.steps if total is None else total
     if step < ocfg.warmup_steps:
         return ocfg.lr * (step + 1) / ocfg.warmup_steps
     floor = ocfg.lr * ocfg.min_lr_ratio
     if ocfg.schedule == "cosine":
-        progress = min(1.0, (step - ocfg.warmup_steps) / max(1, ocfg.steps - ocfg.warmup_steps))
+        progress = min(1.0, (step - ocfg.warmup_steps) / max(1, steps - ocfg.warmup_steps))
         return floor + (ocfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    decay_start = max(ocfg.warmup_steps, ocfg.steps - round(ocfg.cooldown_fraction * ocfg.steps))
-    progress = min(1.0, max(0, step - decay_start) / max(1, ocfg.steps - decay_start))
+    decay_start = max(ocfg.warmup_steps, steps - round(ocfg.cooldown_fraction * steps))
+    progress = min(1.0, max(0, step - decay_start) / max(1, steps - decay_start))
     return ocfg.lr + (floor - ocfg.lr) * progress
 
 

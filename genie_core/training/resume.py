@@ -17,9 +17,10 @@ from genie_core.training.data import Dataset
 
 STATE_FILE = "state.safetensors"
 
-# Settings --resume may change without breaking exactness: how long to train and how often to
+# Settings --resume may change without breaking exactness: how long to train (a changed length
+# or budget moves the end of the schedule, as a longer --steps does) and how often to
 # log, evaluate and save (and train.num_threads). Every other setting of the stage is compared.
-RESUME_FREE = ("steps", "eval_every", "save_every", "log_every", "compile")  # compiled: the same steps
+RESUME_FREE = ("steps", "minutes", "eval_every", "save_every", "log_every", "compile")  # compiled: the same steps
 # Derived from the trained tokenizer and LAM (or the data's true actions), not set: a run that
 # stated them, or one from before they were derived, resumes alike (the state's shapes are checked).
 DERIVED = ("dynamics.code_bits", "dynamics.token_size", "dynamics.num_actions")

@@ -17,6 +17,7 @@ from genie_core.config import GenieConfig, OptimConfig, to_dict
 from genie_core.errors import GenieError
 from genie_core.io.checkpoint_format import read_checkpoint, save_checkpoint
 from genie_core.runtime import compile_in_place
+from genie_core.training.budget import Horizon
 from genie_core.training.data import ClipSet, Dataset
 from genie_core.training.distributed import Dist
 from genie_core.training.optim import adamw, load_optimizer, optimizer_tensors
@@ -52,6 +53,7 @@ class Run:
     elapsed: float = 0.0  # time in training steps over all sessions (evaluation excluded)
     wall: float = 0.0  # training plus evaluation time over all sessions (the PSNR-vs-time clock)
     names: dict[str, list[str]] = field(default_factory=dict)  # optimiser -> parameter names
+    horizon: Horizon | None = None  # where the schedule ends (train.<stage>.steps, or the time budget's)
 
 
 class _LossForward(nn.Module):
@@ -121,7 +123,8 @@ def setup_run(stage: Stage, cfg: GenieConfig, data: Dataset, run_dir: Path, d: D
             raise GenieError(f"no training video has the {ocfg.num_frames} frames "
                              f"train.{stage.name}.num_frames asks for")
     run = Run(stage, cfg, ocfg, model, forward, aux_forward, opt, aux_opt, ema, data, val_batches,
-              train_clips, run_dir / stage.name, d, emit, names={"opt": main_names, "aux_opt": aux_names})
+              train_clips, run_dir / stage.name, d, emit, names={"opt": main_names, "aux_opt": aux_names},
+              horizon=Horizon.for_stage(ocfg.steps, ocfg.minutes, ocfg.eval_every))
     return run
 
 
@@ -139,7 +142,8 @@ def save_run(run: Run, periodic: bool = False) -> None:
     if run.aux_opt is not None:
         tensors.update(optimizer_tensors(run.aux_opt, run.names["aux_opt"], "aux_opt"))
     info = {"stage": run.stage.name, "step": run.step, "elapsed": run.elapsed, "wall": run.wall,
-            "world_size": run.dist.world, "seed": run.cfg.train.seed, "data": run.data.cache.fingerprint}
+            "world_size": run.dist.world, "seed": run.cfg.train.seed, "data": run.data.cache.fingerprint,
+            "minutes": run.ocfg.minutes, "horizon": run.horizon.end}
     save_checkpoint(run.dir / STATE_FILE, tensors, kind="train_state", config=to_dict(run.cfg),
                     step=run.step, extra={"train_state": json.dumps(info)})
     weights = run.ema if run.ema is not None else run.model
@@ -167,5 +171,6 @@ def resume_run(run: Run) -> None:
     if run.aux_opt is not None:
         load_optimizer(run.aux_opt, run.names["aux_opt"], "aux_opt", tensors)
     run.step, run.elapsed, run.wall = info["step"], info["elapsed"], info["wall"]
+    run.horizon.resumed(run.step, run.wall, info)
     if run.dist.rank == 0:  # drop lines logged after the state we resume from
         trim_metrics(run.dir / "metrics.jsonl", run.step, run.emit)

@@ -39,7 +39,7 @@ from genie_core.runtime import (
     set_threads,
 )
 from genie_core.training.data import Dataset, load_dataset
-from genie_core.training.distributed import Dist, StopFlag, agree, init_dist
+from genie_core.training.distributed import Dist, StopFlag, agree, agree_min, init_dist
 from genie_core.training.optim import learning_rate
 from genie_core.training.resume import check_resumable, check_same_data
 from genie_core.training.run import LAST_FILE, Event, Run, resume_run, save_run, setup_run  # noqa: F401
@@ -81,7 +81,7 @@ def train_step(run: Run, step: int) -> dict[str, Any]:
     micro = [_to_device(run.train_clips.sample(np.random.default_rng([run.cfg.train.seed, step, m, d.rank]),
                                               ocfg.batch_size), stage.device)
              for m in range(ocfg.grad_accum)]
-    lr = learning_rate(step, ocfg)
+    lr = learning_rate(step, ocfg, run.horizon.end)
     for group in run.opt.param_groups:
         group["lr"] = lr
     run.model.train()
@@ -144,17 +144,17 @@ def _log(run: Run, record: dict[str, Any]) -> None:
 # ---- the loop ---------------------------------------------------------------------------------
 
 def run_loop(run: Run, stop_at: int | None = None) -> dict[str, float]:
-    """Train from ``run.step`` to the configured steps (or ``stop_at``), evaluating, logging and
-    checkpointing on the way. Returns the last validation metrics."""
-    ocfg, rank0, total = run.ocfg, run.dist.rank == 0, run.ocfg.steps
-    end = min(total, stop_at) if stop_at is not None else total
+    """Train from ``run.step`` to the schedule's end (``train.<stage>.steps``, or as many steps as
+    its time budget holds) or to ``stop_at``, evaluating, logging and checkpointing on the way.
+    Returns the last validation metrics."""
+    ocfg, rank0, horizon = run.ocfg, run.dist.rank == 0, run.horizon
     val: dict[str, float] = {}
     window: dict[str, Any] = {}
     window_steps, window_time = 0, 0.0
-    run.emit({"event": "start", "stage": run.stage.name, "step": run.step, "total": total,
-              "dir": str(run.dir), **run.stage.describe(run.model)})
+    run.emit({"event": "start", "stage": run.stage.name, "step": run.step, "total": horizon.end,
+              "minutes": ocfg.minutes, "wall": run.wall, "dir": str(run.dir), **run.stage.describe(run.model)})
     with StopFlag() as stop:
-        while run.step < end:
+        while not horizon.done(run.step) and (stop_at is None or run.step < stop_at):
             t0 = time.perf_counter()
             metrics = train_step(run, run.step)
             loss = float(metrics["loss"])
@@ -165,26 +165,33 @@ def run_loop(run: Run, stop_at: int | None = None) -> dict[str, float]:
             run.step += 1
             run.elapsed += dt
             run.wall += dt
+            if horizon.timed:  # every rank stops at the same step: the earliest estimate
+                horizon.end = agree_min(horizon.update(run.step, run.elapsed, run.wall), run.dist,
+                                        run.stage.device)
+            last = horizon.done(run.step)
             _add(window, metrics, 1.0)
             window_steps, window_time = window_steps + 1, window_time + dt
-            run.emit({"event": "step", "stage": run.stage.name, "step": run.step, "total": total,
-                      "loss": loss, "lr": float(metrics["lr"])})
-            if rank0 and (run.step % ocfg.log_every == 0 or run.step == end):
+            run.emit({"event": "step", "stage": run.stage.name, "step": run.step, "total": horizon.end,
+                      "loss": loss, "lr": float(metrics["lr"]), "wall": run.wall})
+            if rank0 and (run.step % ocfg.log_every == 0 or last or run.step == stop_at):
                 record = {k: round(float(v) / window_steps, 6) for k, v in window.items()}
                 clips = ocfg.batch_size * ocfg.grad_accum * run.dist.world * window_steps
                 _log(run, {"split": "train", **record, "clips_per_s": round(clips / window_time, 3)})
                 window, window_steps, window_time = {}, 0, 0.0
-            if rank0 and (run.step % ocfg.eval_every == 0 or run.step == total):
+            if rank0 and (run.step % ocfg.eval_every == 0 or last):
                 t1 = time.perf_counter()
                 val = evaluate(run)
-                run.wall += time.perf_counter() - t1
+                horizon.eval_s = time.perf_counter() - t1
+                run.wall += horizon.eval_s
                 _log(run, {"split": "val", **val})
                 run.emit({"event": "eval", "stage": run.stage.name, "step": run.step, "metrics": val})
             if run.step % ocfg.save_every == 0:
+                t1 = time.perf_counter()
                 save_run(run, periodic=True)
+                run.wall += time.perf_counter() - t1
             if agree(stop.requested, run.dist, run.stage.device):
                 break
-        if run.step == end or stop.requested:
+        if horizon.done(run.step) or run.step == stop_at or stop.requested:
             save_run(run)
     if stop.requested:
         run.emit({"event": "interrupted", "stage": run.stage.name, "step": run.step})
@@ -283,7 +290,7 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
                 emit({"event": "info", "message": f"{name}: torch.compile (the first steps wait for the compiler)"})
             if has_state:
                 resume_run(run)
-                if run.step >= run.ocfg.steps:
+                if run.horizon.done(run.step):
                     emit({"event": "info", "message": f"{name}: already trained to step {run.step}"})
                     if d.rank == 0:
                         stage_obj.finish()
@@ -294,8 +301,11 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
                     tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
                 _write_heldout(run_dir, data_dir, data)
             results[name] = run_loop(run, stop_at)
-            if run.step < run.ocfg.steps:  # interrupted or stop_at: later stages must wait
+            if not run.horizon.done(run.step):  # interrupted or stop_at: later stages must wait
                 break
+            emit({"event": "info", "message": f"{name}: {run.step} steps, {run.wall / 60:.1f} min of training "
+                                              f"and evaluation" + (f" (budget {run.ocfg.minutes:g} min)"
+                                                                   if run.ocfg.minutes else "")})
             if d.rank == 0:
                 stage_obj.finish()
         return results

@@ -1,0 +1,178 @@
+"""Time-budgeted stages (train.<stage>.minutes): the horizon estimate on its own, then the loop on a
+fake clock (every perf_counter call advances one second), so nothing depends on the machine's speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from genie_core.config import OptimConfig
+from genie_core.io.checkpoint_format import read_metadata
+from genie_core.training import stages
+from genie_core.training import train as train_mod
+from genie_core.training.budget import MIN_SAMPLES, WARM_STEPS, Horizon
+from genie_core.training.optim import learning_rate
+from genie_core.training.train import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_train import ToyStage, cli, moving_square_clips, toy_cfg  # noqa: E402
+
+# ---- the estimate ---------------------------------------------------------------------------------
+
+def feed(h: Horizon, steps: int, step_s: float, start: int = 0, elapsed: float = 0.0,
+         wall: float = 0.0) -> tuple[float, float]:
+    for s in range(start + 1, start + steps + 1):
+        elapsed, wall = elapsed + step_s, wall + step_s
+        h.update(s, elapsed, wall)
+    return elapsed, wall
+
+
+def test_no_budget_keeps_the_configured_steps():
+    h = Horizon.for_stage(cap=50, minutes=0, eval_every=10)
+    feed(h, 20, 100.0)  # however slow the steps
+    assert not h.timed and h.end == 50 and not h.done(49) and h.done(50)
+
+
+def test_horizon_is_the_last_step_that_fits():
+    h = Horizon.for_stage(cap=10_000, minutes=10, eval_every=100)  # 600 s
+    feed(h, WARM_STEPS, 30.0)  # slow warm-up steps (compilation) are left out
+    assert h.end == 10_000  # nothing measured yet: the cap
+    elapsed, wall = feed(h, MIN_SAMPLES, 1.0, start=WARM_STEPS, elapsed=90.0, wall=90.0)
+    step = WARM_STEPS + MIN_SAMPLES
+    assert h.end == step + int((600 - wall) / 1.0)
+    h.eval_s = 20.0  # an evaluation every 100 steps costs 0.2 s a step, and one more at the end
+    h.update(step, elapsed, wall)
+    assert h.end == step + int((600 - wall - 20.0) / 1.2)
+
+
+def test_horizon_never_passes_the_cap_and_stops_when_the_budget_is_spent():
+    h = Horizon.for_stage(cap=40, minutes=60, eval_every=10)
+    feed(h, 20, 0.01)
+    assert h.end == 40  # fast steps: the step cap ends the stage
+    h = Horizon.for_stage(cap=1000, minutes=1, eval_every=10)
+    feed(h, 12, 1.0)
+    h.update(13, 13.0, 61.0)  # a long stall: the budget is spent
+    assert h.end == 13 and h.done(13)
+
+
+def test_resumed_horizon():
+    saved = {"minutes": 10.0, "horizon": 300}
+    h = Horizon.for_stage(cap=1000, minutes=10, eval_every=10)
+    h.resumed(120, 200.0, saved)
+    assert h.end == 300  # the same budget: its saved horizon until a new estimate
+    h = Horizon.for_stage(cap=1000, minutes=20, eval_every=10)
+    h.resumed(300, 590.0, saved)
+    assert h.end == 1000 and not h.done(300)  # a larger budget continues a finished stage
+    h = Horizon.for_stage(cap=1000, minutes=5, eval_every=10)
+    h.resumed(300, 590.0, saved)
+    assert h.done(300)  # already past a smaller budget
+
+
+def test_schedule_spans_the_horizon():
+    oc = OptimConfig(steps=10_000, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert learning_rate(99, oc, total=100) == pytest.approx(0.1, abs=1e-3)
+    assert learning_rate(99, oc) > 0.99  # the cap's schedule has barely begun
+    wsd = OptimConfig(steps=10_000, lr=1.0, warmup_steps=10, min_lr_ratio=0.0, schedule="wsd",
+                      cooldown_fraction=0.2)
+    assert learning_rate(79, wsd, total=100) == 1.0 and learning_rate(90, wsd, total=100) == pytest.approx(0.5)
+
+
+def test_minutes_must_be_a_sane_number():
+    for bad in (-1.0, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="minutes"):
+            OptimConfig(minutes=bad)
+
+
+# ---- the loop on a fake clock ---------------------------------------------------------------------
+
+@pytest.fixture()
+def toy(monkeypatch):
+    monkeypatch.setitem(stages._REGISTRY, "tokenizer", ToyStage)
+
+
+@pytest.fixture()
+def clips(tmp_path: Path) -> Path:
+    return moving_square_clips(tmp_path / "data")
+
+
+@pytest.fixture()
+def clock(monkeypatch):
+    """Every perf_counter call in the loop advances one second: a step, an evaluation and a
+    checkpoint (two calls each) take one second."""
+    state = {"now": 0.0}
+
+    def perf_counter() -> float:
+        state["now"] += 1.0
+        return state["now"]
+
+    monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(perf_counter=perf_counter))
+    return state
+
+
+def budget_cfg(minutes: float, steps: int = 1000):
+    return toy_cfg(steps=steps, minutes=minutes, eval_every=4, save_every=8, log_every=2,
+                   grad_accum=1, warmup_steps=2)
+
+
+def test_budgeted_stage_stops_within_its_budget_with_the_schedule_at_its_floor(toy, clips, tmp_path, clock):
+    events = []
+    out = tmp_path / "run"
+    train(budget_cfg(minutes=0.5), clips, out, device="cpu", on_event=events.append)  # 30 s
+    steps = [e for e in events if e["event"] == "step"]
+    last = steps[-1]
+    assert 10 <= last["step"] < 30  # not the 1000-step cap: 1 s a step plus evaluations
+    meta = read_metadata(out / "tokenizer" / "state.safetensors")
+    info = json.loads(meta["train_state"])
+    assert info["step"] == last["step"] and info["horizon"] == last["step"] and info["minutes"] == 0.5
+    assert info["wall"] <= 30.0 + 1.0  # within a step of the budget
+    oc = budget_cfg(0.5).train.tokenizer
+    floor = oc.lr * oc.min_lr_ratio
+    assert last["lr"] <= floor + 0.1 * (oc.lr - floor)  # the schedule decayed over the steps that fit
+    assert last["total"] == last["step"]
+    val = [json.loads(x) for x in (out / "tokenizer" / "metrics.jsonl").read_text().splitlines()
+           if json.loads(x)["split"] == "val"]
+    assert val[-1]["step"] == last["step"]  # a final evaluation at the end of the budget
+    assert any("budget 0.5 min" in e.get("message", "") for e in events)
+    # Finished: resuming with the same budget does nothing; with a larger one it continues.
+    assert train(budget_cfg(minutes=0.5), clips, out, device="cpu", resume=True) == {}
+    train(budget_cfg(minutes=1.0), clips, out, device="cpu", resume=True)
+    more = json.loads(read_metadata(out / "tokenizer" / "state.safetensors")["train_state"])
+    assert more["step"] > info["step"] and more["wall"] <= 60.0 + 1.0
+
+
+def test_budget_larger_than_the_steps_stops_at_the_cap(toy, clips, tmp_path, clock):
+    train(budget_cfg(minutes=600, steps=6), clips, tmp_path / "run", device="cpu")
+    assert read_metadata(tmp_path / "run" / "tokenizer" / "last.safetensors")["step"] == "6"
+
+
+def test_interrupted_budgeted_stage_resumes_to_its_budget(toy, clips, tmp_path, clock):
+    def on_event(e):
+        if e["event"] == "step" and e["step"] == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    out = tmp_path / "run"
+    train(budget_cfg(minutes=0.5), clips, out, device="cpu", on_event=on_event)
+    info = json.loads(read_metadata(out / "tokenizer" / "state.safetensors")["train_state"])
+    assert info["step"] == 6 and info["horizon"] > 6
+    train(budget_cfg(minutes=0.5), clips, out, device="cpu", resume=True)
+    done = json.loads(read_metadata(out / "tokenizer" / "state.safetensors")["train_state"])
+    assert done["step"] > 6 and done["horizon"] == done["step"] and done["wall"] <= 31.0
+
+
+def test_cli_minutes_sets_every_stage_budget(toy, clips, tmp_path, clock):
+    out = tmp_path / "run"
+    result = cli("--preset", "tiny", "--data", str(clips), "--out", str(out), "--precision", "fp32",
+                 "--batch-size", "2", "--minutes", "0.25", "--steps", "500",
+                 "--set", "train.tokenizer.eval_every=4")
+    assert result.exit_code == 0, result.output
+    info = json.loads(read_metadata(out / "tokenizer" / "state.safetensors")["train_state"])
+    assert info["minutes"] == 0.25 and info["step"] < 500 and info["wall"] <= 16.0
+    assert "time budget 0.25 min" in result.output
+    bad = cli("--preset", "tiny", "--data", str(clips), "--out", str(tmp_path / "bad"), "--minutes", "-3")
+    assert bad.exit_code == 2 and "Traceback" not in bad.output and not (tmp_path / "bad").exists()
