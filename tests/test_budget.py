@@ -72,6 +72,9 @@ def test_resumed_horizon():
     h = Horizon.for_stage(cap=1000, minutes=5, eval_every=10)
     h.resumed(300, 590.0, saved)
     assert h.done(300)  # already past a smaller budget
+    h = Horizon.for_stage(cap=1000, minutes=0.1, eval_every=10)  # 0.1 * 60 / 60 != 0.1 in floats
+    h.resumed(20, 3.0, {"minutes": 0.1, "horizon": 40})
+    assert h.end == 40
 
 
 def test_schedule_spans_the_horizon():

@@ -26,10 +26,10 @@ MIN_SAMPLES = 5  # steps measured before the first estimate
 
 @dataclass
 class Horizon:
-    """Where a stage's schedule ends. ``seconds`` 0: no budget, the horizon is ``cap``."""
+    """Where a stage's schedule ends. ``minutes`` 0: no budget, the horizon is ``cap``."""
 
     cap: int  # train.<stage>.steps
-    seconds: float  # the budget; 0 for none
+    minutes: float  # the budget; 0 for none
     eval_every: int
     end: int  # the current horizon: the schedule spans [0, end) and the stage stops at end
     eval_s: float = 0.0  # the last evaluation's wall time (0 until one has run)
@@ -38,11 +38,15 @@ class Horizon:
 
     @classmethod
     def for_stage(cls, cap: int, minutes: float, eval_every: int) -> "Horizon":
-        return cls(cap=cap, seconds=60.0 * minutes, eval_every=eval_every, end=cap)
+        return cls(cap=cap, minutes=minutes, eval_every=eval_every, end=cap)
+
+    @property
+    def seconds(self) -> float:
+        return 60.0 * self.minutes
 
     @property
     def timed(self) -> bool:
-        return self.seconds > 0
+        return self.minutes > 0
 
     def resumed(self, step: int, wall: float, saved: dict) -> None:
         """Start from a saved run: its horizon when it ran under the same budget, else the cap
@@ -51,7 +55,7 @@ class Horizon:
             return
         if wall >= self.seconds:
             self.end = step
-        elif saved.get("minutes") == self.seconds / 60.0 and isinstance(saved.get("horizon"), int):
+        elif saved.get("minutes") == self.minutes and isinstance(saved.get("horizon"), int):
             self.end = max(step, min(self.cap, saved["horizon"]))
         else:
             self.end = self.cap
