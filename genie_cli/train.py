@@ -45,9 +45,10 @@ class _Display:
                                                loss=float("nan"), rate="-")
             self._t0, self._s0 = time.perf_counter(), e["step"]
             params = e.get("parameters")
-            budget = (f", time budget {e['minutes']:g} min ({e.get('wall', 0.0) / 60:.1f} spent), "
-                      f"the schedule fitted to it" if e.get("minutes") else "")
-            self.console.print(f"{e['stage']}: step {e['step']}/{e['total']}" + budget
+            where = (f"step {e['step']} (up to {e['total']}), time budget {e['minutes']:g} min "
+                     f"({e.get('wall', 0.0) / 60:.1f} spent), the schedule fitted to the steps that fit"
+                     if e.get("minutes") else f"step {e['step']}/{e['total']}")
+            self.console.print(f"{e['stage']}: {where}"
                                + (f", {params / 1e6:.2f}M parameters" if params else "")
                                + f" -> {e['dir']}")
         elif kind == "step":

@@ -34,13 +34,13 @@ def feed(h: Horizon, steps: int, step_s: float, start: int = 0, elapsed: float =
 
 
 def test_no_budget_keeps_the_configured_steps():
-    h = Horizon.for_stage(cap=50, minutes=0, eval_every=10)
+    h = Horizon.for_stage(cap=50, minutes=0, eval_every=10, save_every=10)
     feed(h, 20, 100.0)  # however slow the steps
     assert not h.timed and h.end == 50 and not h.done(49) and h.done(50)
 
 
 def test_horizon_is_the_last_step_that_fits():
-    h = Horizon.for_stage(cap=10_000, minutes=10, eval_every=100)  # 600 s
+    h = Horizon.for_stage(cap=10_000, minutes=10, eval_every=100, save_every=10_000)  # 600 s
     feed(h, WARM_STEPS, 30.0)  # slow warm-up steps (compilation) are left out
     assert h.end == 10_000  # nothing measured yet: the cap
     elapsed, wall = feed(h, MIN_SAMPLES, 1.0, start=WARM_STEPS, elapsed=90.0, wall=90.0)
@@ -49,32 +49,46 @@ def test_horizon_is_the_last_step_that_fits():
     h.eval_s = 20.0  # an evaluation every 100 steps costs 0.2 s a step, and one more at the end
     h.update(step, elapsed, wall)
     assert h.end == step + int((600 - wall - 20.0) / 1.2)
+    h.save_s = 100.0  # a checkpoint every 10000 steps: 0.01 s a step, and one more at the end
+    h.update(step, elapsed, wall)
+    assert h.end == step + int((600 - wall - 120.0) / 1.21)
 
 
 def test_horizon_never_passes_the_cap_and_stops_when_the_budget_is_spent():
-    h = Horizon.for_stage(cap=40, minutes=60, eval_every=10)
+    h = Horizon.for_stage(cap=40, minutes=60, eval_every=10, save_every=10)
     feed(h, 20, 0.01)
     assert h.end == 40  # fast steps: the step cap ends the stage
-    h = Horizon.for_stage(cap=1000, minutes=1, eval_every=10)
+    h = Horizon.for_stage(cap=1000, minutes=1, eval_every=10, save_every=10)
     feed(h, 12, 1.0)
     h.update(13, 13.0, 61.0)  # a long stall: the budget is spent
     assert h.end == 13 and h.done(13)
 
 
 def test_resumed_horizon():
-    saved = {"minutes": 10.0, "horizon": 300}
-    h = Horizon.for_stage(cap=1000, minutes=10, eval_every=10)
-    h.resumed(120, 200.0, saved)
-    assert h.end == 300  # the same budget: its saved horizon until a new estimate
-    h = Horizon.for_stage(cap=1000, minutes=20, eval_every=10)
-    h.resumed(300, 590.0, saved)
-    assert h.end == 1000 and not h.done(300)  # a larger budget continues a finished stage
-    h = Horizon.for_stage(cap=1000, minutes=5, eval_every=10)
-    h.resumed(300, 590.0, saved)
+    h = Horizon.for_stage(cap=1000, minutes=10, eval_every=10, save_every=100)
+    h.resumed(120, 120.0, 200.0, {"minutes": 10.0, "horizon": 300, "finished_by": None})
+    assert h.end == 120 + int((600 - 200) / 1.0)  # interrupted: the saved mean step time (1 s)
+    finished = {"minutes": 10.0, "steps": 1000, "horizon": 300, "finished_by": "budget", "eval_s": 2.0}
+    h = Horizon.for_stage(cap=1000, minutes=10, eval_every=10, save_every=100)
+    h.resumed(300, 570.0, 590.0, finished)
+    assert h.done(300)  # spent its budget: the same budget leaves it alone
+    h = Horizon.for_stage(cap=1000, minutes=20, eval_every=10, save_every=100)
+    h.resumed(300, 570.0, 590.0, finished)
+    step_s = 570.0 / 300 + 2.0 / 10  # a larger budget continues at once, without a jump to the cap
+    assert h.end == 300 + int((1200 - 590 - 2.0) / step_s) and not h.done(300)
+    h = Horizon.for_stage(cap=1000, minutes=5, eval_every=10, save_every=100)
+    h.resumed(300, 570.0, 590.0, {"finished_by": None})
     assert h.done(300)  # already past a smaller budget
-    h = Horizon.for_stage(cap=1000, minutes=0.1, eval_every=10)  # 0.1 * 60 / 60 != 0.1 in floats
-    h.resumed(20, 3.0, {"minutes": 0.1, "horizon": 40})
-    assert h.end == 40
+    ended_at_cap = {"minutes": 600.0, "steps": 6, "horizon": 6, "finished_by": "steps"}
+    h = Horizon.for_stage(cap=6, minutes=600, eval_every=10, save_every=100)
+    h.resumed(6, 6.0, 8.0, ended_at_cap)
+    assert h.done(6)
+    h = Horizon.for_stage(cap=10, minutes=600, eval_every=10, save_every=100)
+    h.resumed(6, 6.0, 8.0, ended_at_cap)
+    assert h.end == 10  # reached its steps: more steps lengthen it
+    h = Horizon.for_stage(cap=1000, minutes=0, eval_every=10, save_every=100)
+    h.resumed(300, 570.0, 590.0, finished)
+    assert h.end == 1000  # the budget dropped: train to the steps
 
 
 def test_schedule_spans_the_horizon():
@@ -133,6 +147,7 @@ def test_budgeted_stage_stops_within_its_budget_with_the_schedule_at_its_floor(t
     meta = read_metadata(out / "tokenizer" / "state.safetensors")
     info = json.loads(meta["train_state"])
     assert info["step"] == last["step"] and info["horizon"] == last["step"] and info["minutes"] == 0.5
+    assert info["finished_by"] == "budget" and info["eval_s"] == 1.0 and info["save_s"] == 1.0
     assert info["wall"] <= 30.0 + 1.0  # within a step of the budget
     oc = budget_cfg(0.5).train.tokenizer
     floor = oc.lr * oc.min_lr_ratio
@@ -150,8 +165,24 @@ def test_budgeted_stage_stops_within_its_budget_with_the_schedule_at_its_floor(t
 
 
 def test_budget_larger_than_the_steps_stops_at_the_cap(toy, clips, tmp_path, clock):
-    train(budget_cfg(minutes=600, steps=6), clips, tmp_path / "run", device="cpu")
-    assert read_metadata(tmp_path / "run" / "tokenizer" / "last.safetensors")["step"] == "6"
+    out = tmp_path / "run"
+    train(budget_cfg(minutes=600, steps=6), clips, out, device="cpu")
+    assert read_metadata(out / "tokenizer" / "last.safetensors")["step"] == "6"
+    info = json.loads(read_metadata(out / "tokenizer" / "state.safetensors")["train_state"])
+    assert info["finished_by"] == "steps"
+    assert train(budget_cfg(minutes=600, steps=6), clips, out, device="cpu", resume=True) == {}
+    train(budget_cfg(minutes=600, steps=10), clips, out, device="cpu", resume=True)  # more steps
+    assert read_metadata(out / "tokenizer" / "last.safetensors")["step"] == "10"
+
+
+def test_stop_after_inside_a_budget_then_resume_to_it(toy, clips, tmp_path, clock):
+    out = tmp_path / "run"
+    train(budget_cfg(minutes=0.5), clips, out, device="cpu", stop_at=5)
+    info = json.loads(read_metadata(out / "tokenizer" / "state.safetensors")["train_state"])
+    assert info["step"] == 5 and info["finished_by"] is None
+    train(budget_cfg(minutes=0.5), clips, out, device="cpu", resume=True)
+    done = json.loads(read_metadata(out / "tokenizer" / "state.safetensors")["train_state"])
+    assert done["finished_by"] == "budget" and 5 < done["step"] < 30 and done["wall"] <= 31.0
 
 
 def test_interrupted_budgeted_stage_resumes_to_its_budget(toy, clips, tmp_path, clock):

@@ -5,14 +5,18 @@ schedule decays to its floor just as the budget runs out on whatever machine run
 Without a budget the horizon is ``train.<stage>.steps``, as it always was. With one, ``steps``
 is a cap and the horizon is the last step that fits::
 
-    remaining = budget - wall - one final evaluation
-    horizon   = step + remaining / (seconds per step + seconds per evaluation / eval_every)
+    remaining = budget - wall - one final evaluation and checkpoint
+    horizon   = step + remaining / (seconds per step + evaluation / eval_every + checkpoint / save_every)
 
 The step time is measured over this session's steps after its first ``WARM_STEPS`` (which wait
-for torch.compile or warm caches); until ``MIN_SAMPLES`` steps are measured the horizon stays
-where it was (the cap, or a resumed run's saved horizon). A time-boxed run's length depends on
-the machine's speed, so two runs need not stop at the same step; each step's batch and random
-draws stay a function of (seed, step, rank).
+for torch.compile or warm caches); until ``MIN_SAMPLES`` steps are measured, a resumed session
+estimates from the saved run's mean step time, a new one uses the cap. A time-boxed run's length
+depends on the machine's speed, so two runs need not stop at the same step (nor does a resumed
+run continue bit for bit); each step's batch and random draws stay a function of (seed, step, rank).
+
+A stage records how it ended (``finished_by``: "budget" or "steps"), so ``--resume`` leaves a
+stage that spent its budget alone unless the budget grows, and one that reached its steps alone
+unless they grow.
 """
 
 from __future__ import annotations
@@ -31,14 +35,17 @@ class Horizon:
     cap: int  # train.<stage>.steps
     minutes: float  # the budget; 0 for none
     eval_every: int
+    save_every: int
     end: int  # the current horizon: the schedule spans [0, end) and the stage stops at end
     eval_s: float = 0.0  # the last evaluation's wall time (0 until one has run)
+    save_s: float = 0.0  # the last checkpoint's wall time
     _mark: tuple[int, float] | None = None  # (step, training time) the step time is measured from
     _session_start: int | None = None
+    _saved_step_s: float = 0.0  # a resumed run's mean step time, until this session's is measured
 
     @classmethod
-    def for_stage(cls, cap: int, minutes: float, eval_every: int) -> "Horizon":
-        return cls(cap=cap, minutes=minutes, eval_every=eval_every, end=cap)
+    def for_stage(cls, cap: int, minutes: float, eval_every: int, save_every: int) -> "Horizon":
+        return cls(cap=cap, minutes=minutes, eval_every=eval_every, save_every=save_every, end=cap)
 
     @property
     def seconds(self) -> float:
@@ -48,20 +55,40 @@ class Horizon:
     def timed(self) -> bool:
         return self.minutes > 0
 
-    def resumed(self, step: int, wall: float, saved: dict) -> None:
-        """Start from a saved run: its horizon when it ran under the same budget, else the cap
-        (or ``step`` when the budget is already spent)."""
+    def finished_by(self, step: int) -> str | None:
+        """How the stage ended at ``step``: "steps" (the cap), "budget", or None (not ended)."""
+        if step >= self.cap:
+            return "steps"
+        return "budget" if self.timed and step >= self.end else None
+
+    def state(self, step: int) -> dict:
+        """What a checkpoint records for ``resumed``."""
+        return {"minutes": self.minutes, "steps": self.cap, "horizon": self.end,
+                "finished_by": self.finished_by(step), "eval_s": self.eval_s, "save_s": self.save_s}
+
+    def resumed(self, step: int, elapsed: float, wall: float, saved: dict) -> None:
+        """Start from a saved run (``state``'s keys in ``saved``; older runs lack them): a stage
+        that spent its budget stays finished unless the budget grew; otherwise the horizon is
+        estimated from the saved run's mean step and evaluation times."""
         if not self.timed:
+            return  # the cap, as without budgets
+        finished_budget = saved.get("finished_by") == "budget"
+        if wall >= self.seconds or (finished_budget and self.minutes <= float(saved.get("minutes", 0.0))):
+            self.end = min(self.cap, step)
             return
-        if wall >= self.seconds:
-            self.end = step
-        elif saved.get("minutes") == self.minutes and isinstance(saved.get("horizon"), int):
-            self.end = max(step, min(self.cap, saved["horizon"]))
-        else:
-            self.end = self.cap
+        self.eval_s = float(saved.get("eval_s", 0.0))
+        self.save_s = float(saved.get("save_s", 0.0))
+        self._saved_step_s = elapsed / step if step > 0 else 0.0
+        self.end = self._estimate(step, wall, self._saved_step_s) if self._saved_step_s > 0 else self.cap
 
     def done(self, step: int) -> bool:
         return step >= self.end
+
+    def _estimate(self, step: int, wall: float, step_s: float) -> int:
+        per_step = step_s + self.eval_s / self.eval_every + self.save_s / self.save_every
+        remaining = self.seconds - wall - self.eval_s - self.save_s
+        more = math.floor(remaining / per_step) if per_step > 0 else self.cap
+        return max(step, min(self.cap, step + max(0, more)))
 
     def update(self, step: int, elapsed: float, wall: float) -> int:
         """The horizon after ``step`` steps, ``elapsed`` seconds of training steps and ``wall``
@@ -74,12 +101,8 @@ class Horizon:
             self._mark = (step, elapsed)
         if wall >= self.seconds:
             self.end = min(self.end, step)
-            return self.end
-        if self._mark is None or step - self._mark[0] < MIN_SAMPLES:
-            return self.end
-        per_step = (elapsed - self._mark[1]) / (step - self._mark[0])
-        per_step += self.eval_s / self.eval_every
-        remaining = self.seconds - wall - self.eval_s
-        more = math.floor(remaining / per_step) if per_step > 0 else self.cap
-        self.end = max(step, min(self.cap, step + max(0, more)))
+        elif self._mark is not None and step - self._mark[0] >= MIN_SAMPLES:
+            self.end = self._estimate(step, wall, (elapsed - self._mark[1]) / (step - self._mark[0]))
+        elif self._saved_step_s > 0:
+            self.end = self._estimate(step, wall, self._saved_step_s)
         return self.end

@@ -61,7 +61,7 @@ def agree_min(value: int, d: Dist, device: torch.device) -> int:
     evaluations, so its estimate is the earliest)."""
     if d.world == 1:
         return value
-    t = torch.tensor([float(value)], device=device)
+    t = torch.tensor([value], dtype=torch.int64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return int(t.item())
 

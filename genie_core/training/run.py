@@ -124,7 +124,7 @@ def setup_run(stage: Stage, cfg: GenieConfig, data: Dataset, run_dir: Path, d: D
                              f"train.{stage.name}.num_frames asks for")
     run = Run(stage, cfg, ocfg, model, forward, aux_forward, opt, aux_opt, ema, data, val_batches,
               train_clips, run_dir / stage.name, d, emit, names={"opt": main_names, "aux_opt": aux_names},
-              horizon=Horizon.for_stage(ocfg.steps, ocfg.minutes, ocfg.eval_every))
+              horizon=Horizon.for_stage(ocfg.steps, ocfg.minutes, ocfg.eval_every, ocfg.save_every))
     return run
 
 
@@ -143,7 +143,7 @@ def save_run(run: Run, periodic: bool = False) -> None:
         tensors.update(optimizer_tensors(run.aux_opt, run.names["aux_opt"], "aux_opt"))
     info = {"stage": run.stage.name, "step": run.step, "elapsed": run.elapsed, "wall": run.wall,
             "world_size": run.dist.world, "seed": run.cfg.train.seed, "data": run.data.cache.fingerprint,
-            "minutes": run.ocfg.minutes, "horizon": run.horizon.end}
+            **run.horizon.state(run.step)}
     save_checkpoint(run.dir / STATE_FILE, tensors, kind="train_state", config=to_dict(run.cfg),
                     step=run.step, extra={"train_state": json.dumps(info)})
     weights = run.ema if run.ema is not None else run.model
@@ -171,6 +171,6 @@ def resume_run(run: Run) -> None:
     if run.aux_opt is not None:
         load_optimizer(run.aux_opt, run.names["aux_opt"], "aux_opt", tensors)
     run.step, run.elapsed, run.wall = info["step"], info["elapsed"], info["wall"]
-    run.horizon.resumed(run.step, run.wall, info)
+    run.horizon.resumed(run.step, run.elapsed, run.wall, info)
     if run.dist.rank == 0:  # drop lines logged after the state we resume from
         trim_metrics(run.dir / "metrics.jsonl", run.step, run.emit)

@@ -185,17 +185,24 @@ def run_loop(run: Run, stop_at: int | None = None) -> dict[str, float]:
                 run.wall += horizon.eval_s
                 _log(run, {"split": "val", **val})
                 run.emit({"event": "eval", "stage": run.stage.name, "step": run.step, "metrics": val})
-            if run.step % ocfg.save_every == 0:
-                t1 = time.perf_counter()
-                save_run(run, periodic=True)
-                run.wall += time.perf_counter() - t1
+            if run.step % ocfg.save_every == 0 and not last:
+                _timed_save(run, periodic=True)
             if agree(stop.requested, run.dist, run.stage.device):
                 break
         if horizon.done(run.step) or run.step == stop_at or stop.requested:
-            save_run(run)
+            _timed_save(run, periodic=run.step % ocfg.save_every == 0)
     if stop.requested:
         run.emit({"event": "interrupted", "stage": run.stage.name, "step": run.step})
     return val
+
+
+def _timed_save(run: Run, periodic: bool) -> None:
+    """A checkpoint, its time counted in the stage's wall clock (and in a time budget's estimate;
+    the state records the wall time up to the write it is part of)."""
+    t1 = time.perf_counter()
+    save_run(run, periodic=periodic)
+    run.horizon.save_s = time.perf_counter() - t1
+    run.wall += run.horizon.save_s
 
 
 # ---- entry point ------------------------------------------------------------------------------
