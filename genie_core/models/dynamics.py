@@ -79,11 +79,12 @@ def random_future_mask(shape: tuple[int, ...], rate_min: float, rate_max: float,
 
 
 def masked_cross_entropy(logits: list[Tensor], targets: Tensor, group_bits: tuple[int, ...],
-                         weight: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+                         weight: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """Sum over bit groups of the mean CE of group logits (N, V_g) against the ORIGINAL ids (N,),
     weighted per position by ``weight`` (N,) when given (a weighted mean).
 
-    Metrics: ``loss``, ``token_acc`` (every group right) and ``ce_g{i}`` per group.
+    Metrics (detached 0-d tensors, so a compiled loss neither breaks its graph nor waits on the
+    device to read them): ``loss``, ``token_acc`` (every group right) and ``ce_g{i}`` per group.
     """
     digits = split_ids(targets, group_bits)
     total, correct, metrics = 0.0, torch.ones_like(targets, dtype=torch.bool), {}
@@ -95,9 +96,9 @@ def masked_cross_entropy(logits: list[Tensor], targets: Tensor, group_bits: tupl
         total = total + ce
         correct &= lg.argmax(-1) == digit
         if len(logits) > 1:
-            metrics[f"ce_g{i}"] = float(ce.detach())
-    metrics["loss"] = float(total.detach())
-    metrics["token_acc"] = float(correct.float().mean())
+            metrics[f"ce_g{i}"] = ce.detach()
+    metrics["loss"] = total.detach()
+    metrics["token_acc"] = correct.float().mean().detach()
     return total, metrics
 
 
@@ -188,7 +189,9 @@ class DynamicsModel(nn.Module, Checkpointable):
         x = torch.where(masked[..., None], self.mask_emb.to(x.dtype), x)
         none = torch.full_like(frame_actions, self.num_actions)
         acts = torch.where(frame_actions < 0, none, frame_actions)
-        if (acts > self.num_actions).any():
+        # A data-dependent check: a compiled graph would break on it (and wait on the device) every
+        # step, so it runs eagerly only; compiled code still bounds-checks the embedding's index.
+        if not torch.compiler.is_compiling() and (acts > self.num_actions).any():
             raise ValueError(f"actions must be < num_actions={self.num_actions}")
         # Additive action conditioning (Genie §2.1: better than concatenation), one per frame.
         return x + self.pos_emb + self.action_emb(acts)[:, :, None, :]  # (B, T, S, D)

@@ -237,7 +237,7 @@ class DynamicsStage(Stage):
             B = ids.shape[0]
             _, m = model.loss(ids, actions, generator=g)
             for k, v in m.items():
-                add(k, v, B)
+                add(k, float(v), B)
             real = (to_model(batch["frames"][:, -1:]) + 1) / 2  # (B, 3, 1, H, W) in [0, 1]
             random = torch.randint(0, model.num_actions, (B,), generator=g).to(self.device)
             target, prev = ids[:, -1], ids[:, -2]
