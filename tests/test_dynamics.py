@@ -42,6 +42,17 @@ def test_golden_shapes() -> None:
     assert loss.ndim == 0 and torch.isfinite(loss) and {"loss", "token_acc"} <= set(metrics)
 
 
+def test_loss_metrics_are_detached_tensors_and_bad_actions_raise() -> None:
+    model = _model()
+    ids, actions = _data(model)
+    loss, metrics = model.loss(ids, actions)
+    assert loss.requires_grad
+    assert all(torch.is_tensor(v) and v.ndim == 0 and not v.requires_grad for v in metrics.values())
+    assert float(metrics["loss"]) == pytest.approx(float(loss))
+    with pytest.raises(ValueError, match="num_actions"):
+        model(ids, actions.clamp(max=0) + model.num_actions + 1)
+
+
 def test_factorised_head_for_18_bits() -> None:
     model = _model(code_bits=18, max_group_bits=9)
     assert model.group_bits == (9, 9)
