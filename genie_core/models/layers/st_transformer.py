@@ -6,6 +6,7 @@ time positions), then ONE feed-forward layer; pre-norm. A KV cache decodes frame
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -82,12 +83,16 @@ class SpatialAttention(Attention):
     adds 2-D rotary positions to the queries and keys of the h x w tokens after the first
     ``prefix`` (which keep none)."""
 
-    def forward(self, x: Tensor, grid: tuple[int, int, int] | None = None) -> Tensor:
+    def forward(self, x: Tensor, grid: tuple[int, int, int] | None = None,
+                table: tuple[Tensor, Tensor, int] | None = None) -> Tensor:
+        """``table``: the grid's rotation when the caller has it (``rotation_tables``)."""
         B = x.shape[0]
         qk, v = self.project(x)  # (B, T, S, 2, H, Dh), (B, T, S, H, Dh)
         if grid is not None:
             h, w, prefix = grid
-            qk = _rotate(qk, _grid_table(h, w, self.head_dim, self.heads, torch.float32, x.device, prefix, pairs=2))
+            if table is None:
+                table = _grid_table(h, w, self.head_dim, self.heads, torch.float32, x.device, prefix, pairs=2)
+            qk = _rotate(qk, table)
         # SDPA's fused CPU kernel takes 4-D inputs only (5-D falls back to the math path).
         q, k, v = (t.transpose(2, 3).flatten(0, 1) for t in (*qk.unbind(-3), v))  # (B*T, H, S, Dh)
         y = rearrange(_attend(q, k, v), "(b t) h s d -> b t h s d", b=B)
@@ -104,10 +109,13 @@ class TemporalAttention(Attention):
     """
 
     def forward(self, x: Tensor, start: int = 0, cache: LayerCache | None = None,
-                window: int | None = None, update: bool = True, output: bool = True) -> Tensor | None:
+                window: int | None = None, update: bool = True, output: bool = True,
+                table: tuple[Tensor, Tensor, int] | None = None) -> Tensor | None:
         B, T, S, _ = x.shape
         qk, v = self.project(rearrange(x, "b t s d -> b s t d").contiguous())  # (B, S, T, 2, H, Dh)
-        qk = _rotate(qk, _frame_table(start, T, self.head_dim, self.heads, torch.float32, x.device, pairs=2))
+        if table is None:
+            table = _frame_table(start, T, self.head_dim, self.heads, torch.float32, x.device, pairs=2)
+        qk = _rotate(qk, table)
         q, k, v = (t.transpose(2, 3).flatten(0, 1) for t in (*qk.unbind(-3), v))  # (B*S, H, T, Dh)
         if not output and (cache is None or not update):
             raise ValueError("output=False only makes sense when updating a cache")
@@ -208,16 +216,33 @@ class STBlock(nn.Module):
 
     def forward(self, x: Tensor, start: int = 0, cache: LayerCache | None = None,
                 window: int | None = None, update: bool = True,
-                grid: tuple[int, int, int] | None = None, output: bool = True) -> Tensor | None:
+                grid: tuple[int, int, int] | None = None, output: bool = True,
+                tables: tuple[Any, Any] = (None, None)) -> Tensor | None:
         """``output=False`` (a last block whose output nothing reads, updating a cache) stops
         once the temporal keys/values are in the cache: no temporal attention, no feed-forward;
-        returns None."""
-        x = x + self.spatial(self.norm_spatial(x), grid)
+        returns None. ``tables``: the (grid, time) rotations when the caller has them."""
+        x = x + self.spatial(self.norm_spatial(x), grid, tables[0])
         if not output:
-            self.temporal(self.norm_temporal(x), start, cache, window, update, output=False)
+            self.temporal(self.norm_temporal(x), start, cache, window, update, output=False, table=tables[1])
             return None
-        x = x + self.temporal(self.norm_temporal(x), start, cache, window, update)
+        x = x + self.temporal(self.norm_temporal(x), start, cache, window, update, table=tables[1])
         return x + self.ffw(self.norm_ffw(x))
+
+
+def _traced_rotation_tables(grid: tuple[int, int, int] | None, start: int, frames: int, head_dim: int,
+                            heads: int, device: torch.device) -> tuple[Any, Any]:
+    """The (grid, time) rotations every block of one forward uses (memoised tables)."""
+    frame = _frame_table(start, frames, head_dim, heads, torch.float32, device, pairs=2)
+    if grid is None:
+        return None, frame
+    h, w, prefix = grid
+    return _grid_table(h, w, head_dim, heads, torch.float32, device, prefix, pairs=2), frame
+
+
+# Looked up outside torch.compile, so compiled graphs take the tables as inputs: traced, their cos
+# and sin were recomputed in every compiled forward and backward (about a fifth of the CoinRun
+# dynamics training step; bench/bench_dynamics_loss.py).
+_rotation_tables = torch.compiler.disable(_traced_rotation_tables)
 
 
 class STTransformer(nn.Module):
@@ -295,16 +320,19 @@ class STTransformer(nn.Module):
             raise ValueError("output=False only makes sense when updating a cache")
         x = x.contiguous()
         grid = self._grid_angles(x, grid)
+        position = start if cache is None else cache.position
+        tables = _rotation_tables(grid, position, x.shape[1], self.dim // self.heads, self.heads, x.device)
         if cache is None:
             for block in self.blocks:
-                x = block(x, start, None, window, grid=grid)
+                x = block(x, start, None, window, grid=grid, tables=tables)
             return self.norm_out(x)
         if cache.spatial and cache.spatial != x.shape[2]:
             raise ValueError(f"cache holds {cache.spatial} tokens per frame, input has {x.shape[2]}")
         win = cache.window if window is None else window
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            y = block(x, cache.position, cache.layer(i), win, update_cache, grid=grid, output=output or i < last)
+            y = block(x, cache.position, cache.layer(i), win, update_cache, grid=grid, output=output or i < last,
+                      tables=tables)
             x = x if y is None else y
         if update_cache:
             cache.position += x.shape[1]
