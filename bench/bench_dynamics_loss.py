@@ -42,7 +42,7 @@ def main() -> None:
     import genie_core.models.layers.st_transformer as st
     from genie_core.config import dynamics_config_for_preset, load_preset
     from genie_core.models.dynamics import DynamicsModel
-    from genie_core.runtime import compile_in_place, compile_blocker
+    from genie_core.runtime import compile_blocker, compile_in_place
 
     torch.set_num_threads(args.threads)
     cfg = load_preset(args.preset)
