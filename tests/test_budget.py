@@ -164,6 +164,19 @@ def test_budgeted_stage_stops_within_its_budget_with_the_schedule_at_its_floor(t
     assert more["step"] > info["step"] and more["wall"] <= 60.0 + 1.0
 
 
+def test_a_budget_that_ends_inside_the_warmup_is_named(toy, clips, tmp_path, clock):
+    def warnings(warmup: int) -> list[str]:
+        events = []
+        cfg = toy_cfg(steps=1000, minutes=0.25, eval_every=4, save_every=8, log_every=2, grad_accum=1,
+                      warmup_steps=warmup)
+        train(cfg, clips, tmp_path / f"run{warmup}", device="cpu", on_event=events.append)
+        return [e["message"] for e in events if e["event"] == "warning"]
+
+    assert not [m for m in warnings(2) if "warm-up" in m]
+    named = [m for m in warnings(500) if "warm-up" in m]
+    assert len(named) == 1 and "warmup_steps=500" in named[0] and "0.25-minute" in named[0]
+
+
 def test_budget_larger_than_the_steps_stops_at_the_cap(toy, clips, tmp_path, clock):
     out = tmp_path / "run"
     train(budget_cfg(minutes=600, steps=6), clips, out, device="cpu")

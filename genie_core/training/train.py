@@ -313,6 +313,10 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
             emit({"event": "info", "message": f"{name}: {run.step} steps, {run.wall / 60:.1f} min of training "
                                               f"and evaluation" + (f" (budget {run.ocfg.minutes:g} min)"
                                                                    if run.ocfg.minutes else "")})
+            if run.horizon.finished_by(run.step) == "budget" and run.step <= run.ocfg.warmup_steps:
+                warn(f"{name}: its {run.ocfg.minutes:g}-minute budget held only {run.step} steps, no more than "
+                     f"train.{name}.warmup_steps={run.ocfg.warmup_steps}: the learning rate never left its "
+                     f"warm-up (give it more minutes or fewer warm-up steps)")
             if d.rank == 0:
                 stage_obj.finish()
         return results
