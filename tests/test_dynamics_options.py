@@ -354,3 +354,35 @@ def test_truth_world_trains_on_sidecar_actions_and_evaluates_with_them(tmp_path)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "clip2.gif" in errors[0] and "Traceback" not in result.output
     assert not (tmp_path / "run2" / "world.safetensors").exists()
+
+
+def test_resume_refuses_a_dynamics_run_whose_tokenizer_changed(tmp_path) -> None:
+    """The dynamics state records its frozen inputs' digests: resuming it on a tokenizer whose
+    weights changed (new tokens) is a one-line error, exit 2; on the same inputs it continues."""
+    from typer.testing import CliRunner
+
+    from genie_cli.app import app
+    from genie_core.models.lam import LatentActionModel
+    from genie_core.models.tokenizer import VideoTokenizer
+
+    cfg = load_preset("tiny")
+    torch.manual_seed(0)
+    tok, lam = tmp_path / "tok.safetensors", tmp_path / "lam.safetensors"
+    VideoTokenizer.from_config(cfg.tokenizer).save(tok)
+    LatentActionModel.from_config(dataclasses.replace(cfg.lam, resolution=(16, 16), num_actions=6)).save(lam)
+    data = _action_clips(tmp_path / "data")
+    runner = CliRunner()
+    args = ["train", "--data", str(data), "--preset", "tiny", "--stage", "dynamics", "--tokenizer", str(tok),
+            "--lam", str(lam), "--device", "cpu", "--threads", "1", "--out", str(tmp_path / "run"),
+            "--set", "train.dynamics.eval_every=100"]
+    assert runner.invoke(app, [*args, "--steps", "2"]).exit_code == 0
+    result = runner.invoke(app, [*args, "--steps", "3", "--resume"])  # same inputs: continues
+    assert result.exit_code == 0, result.output
+    state = tmp_path / "run" / "dynamics" / "state.safetensors"
+    before = state.read_bytes()
+    torch.manual_seed(1)
+    VideoTokenizer.from_config(cfg.tokenizer).save(tok)  # other weights, other tokens
+    result = runner.invoke(app, [*args, "--steps", "4", "--resume"])
+    assert result.exit_code == 2
+    assert "another tokenizer" in result.output and "Traceback" not in result.output
+    assert state.read_bytes() == before  # nothing written

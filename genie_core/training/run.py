@@ -143,6 +143,7 @@ def save_run(run: Run, periodic: bool = False) -> None:
         tensors.update(optimizer_tensors(run.aux_opt, run.names["aux_opt"], "aux_opt"))
     info = {"stage": run.stage.name, "step": run.step, "elapsed": run.elapsed, "wall": run.wall,
             "world_size": run.dist.world, "seed": run.cfg.train.seed, "data": run.data.cache.fingerprint,
+            "inputs": run.stage.input_digests(),
             **run.horizon.state(run.step)}
     save_checkpoint(run.dir / STATE_FILE, tensors, kind="train_state", config=to_dict(run.cfg),
                     step=run.step, extra={"train_state": json.dumps(info)})
@@ -159,6 +160,13 @@ def resume_run(run: Run) -> None:
     """Weights, EMA, optimiser moments, step and elapsed time from ``RUN/<stage>/state.safetensors``."""
     tensors, meta = read_checkpoint(run.dir / STATE_FILE, expect_kind="train_state", device="cpu")
     info = train_state_info(run.dir / STATE_FILE, meta)
+    saved_inputs, inputs = info.get("inputs") or {}, run.stage.input_digests()
+    changed = [k for k in sorted(saved_inputs) if k in inputs and inputs[k] != saved_inputs[k]]
+    if changed:  # its tokens or actions would change under it (a state from before this records none)
+        which = " and ".join(changed)
+        raise GenieError(f"{run.dir}: this {run.stage.name} run trained on another {which} than the one "
+                         f"it would resume on (its weights changed since): train it again without --resume, "
+                         f"or into another --out")
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + "/")}

@@ -139,6 +139,11 @@ class Stage:
         """Where a stage's final weights live in this run: ``RUN/<stage>/last.safetensors``."""
         return self.run_dir / stage / "last.safetensors"
 
+    def input_digests(self) -> dict[str, str]:
+        """Digests of the frozen models the stage trains on (none by default): recorded in its
+        state, and a resume on other inputs is refused."""
+        return {}
+
     def describe(self, model: "nn.Module") -> dict[str, Any]:
         """A few facts for the log (parameter count by default)."""
         return {"parameters": sum(p.numel() for p in model.parameters())}

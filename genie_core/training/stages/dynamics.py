@@ -84,6 +84,7 @@ class DynamicsStage(Stage):
 
     def prepare(self, data: Any) -> None:
         tok_path, lam_path = self._source("tokenizer"), self._source("lam")
+        self._digests = {"tokenizer": file_digest(tok_path), "lam": file_digest(lam_path)}
         self.tokenizer = load_model(tok_path, "tokenizer", device=self.device, inference=True).requires_grad_(False)
         self.lam = load_model(lam_path, "lam", device=self.device).requires_grad_(False)
         self.resolution = tuple(self.cfg.data.resolution)
@@ -104,6 +105,9 @@ class DynamicsStage(Stage):
             self.actions = torch.from_numpy(self._true_action_table())
         elif self.cfg.data.frame_stride == 1:
             self.actions = torch.from_numpy(self._action_table(lam_path))  # (N,) int64
+
+    def input_digests(self) -> dict[str, str]:
+        return dict(getattr(self, "_digests", {}))
 
     def _true_action_config(self, dyn: Any) -> Any:
         """The oracle: the sidecars' true actions drive the model; their count comes from the data
