@@ -85,7 +85,7 @@ class SpatialAttention(Attention):
 
     def forward(self, x: Tensor, grid: tuple[int, int, int] | None = None,
                 table: tuple[Tensor, Tensor, int] | None = None) -> Tensor:
-        """``table``: the grid's rotation when the caller has it (``rotation_tables``)."""
+        """``table``: the grid's rotation when the caller has it (``_rotation_tables``)."""
         B = x.shape[0]
         qk, v = self.project(x)  # (B, T, S, 2, H, Dh), (B, T, S, H, Dh)
         if grid is not None:
@@ -240,8 +240,8 @@ def _traced_rotation_tables(grid: tuple[int, int, int] | None, start: int, frame
 
 
 # Looked up outside torch.compile, so compiled graphs take the tables as inputs: traced, their cos
-# and sin were recomputed in every compiled forward and backward (about a fifth of the CoinRun
-# dynamics training step; bench/bench_dynamics_loss.py).
+# and sin were recomputed in every compiled forward and backward (the compiled CoinRun dynamics
+# loss pass took 1.03-1.04x as long that way in fp32 on CPU: bench/bench_dynamics_loss.py).
 _rotation_tables = torch.compiler.disable(_traced_rotation_tables)
 
 
