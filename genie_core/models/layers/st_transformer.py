@@ -79,19 +79,15 @@ class Attention(nn.Module):
 
 
 class SpatialAttention(Attention):
-    """Full attention among the S tokens of each frame; x (B, T, S, D). ``grid`` (h, w, prefix)
-    adds 2-D rotary positions to the queries and keys of the h x w tokens after the first
-    ``prefix`` (which keep none)."""
+    """Full attention among the S tokens of each frame; x (B, T, S, D). A grid ``table`` (h, w,
+    prefix: ``_grid_table``) adds 2-D rotary positions to the queries and keys of the h x w tokens
+    after the first ``prefix`` (which keep none)."""
 
-    def forward(self, x: Tensor, grid: tuple[int, int, int] | None = None,
-                table: tuple[Tensor, Tensor, int] | None = None) -> Tensor:
-        """``table``: the grid's rotation when the caller has it (``_rotation_tables``)."""
+    def forward(self, x: Tensor, table: tuple[Tensor, Tensor, int] | None = None) -> Tensor:
+        """``table``: the grid's rotation (``_rotation_tables``); None: no positions."""
         B = x.shape[0]
         qk, v = self.project(x)  # (B, T, S, 2, H, Dh), (B, T, S, H, Dh)
-        if grid is not None:
-            h, w, prefix = grid
-            if table is None:
-                table = _grid_table(h, w, self.head_dim, self.heads, torch.float32, x.device, prefix, pairs=2)
+        if table is not None:
             qk = _rotate(qk, table)
         # SDPA's fused CPU kernel takes 4-D inputs only (5-D falls back to the math path).
         q, k, v = (t.transpose(2, 3).flatten(0, 1) for t in (*qk.unbind(-3), v))  # (B*T, H, S, Dh)
@@ -109,12 +105,11 @@ class TemporalAttention(Attention):
     """
 
     def forward(self, x: Tensor, start: int = 0, cache: LayerCache | None = None,
-                window: int | None = None, update: bool = True, output: bool = True,
-                table: tuple[Tensor, Tensor, int] | None = None) -> Tensor | None:
+                window: int | None = None, update: bool = True, output: bool = True, *,
+                table: tuple[Tensor, Tensor, int]) -> Tensor | None:
+        """``table``: the rotation of frames start..start+T-1 (``_rotation_tables``)."""
         B, T, S, _ = x.shape
         qk, v = self.project(rearrange(x, "b t s d -> b s t d").contiguous())  # (B, S, T, 2, H, Dh)
-        if table is None:
-            table = _frame_table(start, T, self.head_dim, self.heads, torch.float32, x.device, pairs=2)
         qk = _rotate(qk, table)
         q, k, v = (t.transpose(2, 3).flatten(0, 1) for t in (*qk.unbind(-3), v))  # (B*S, H, T, Dh)
         if not output and (cache is None or not update):
@@ -215,13 +210,12 @@ class STBlock(nn.Module):
         self.ffw = FeedForward(dim, ffw_mult)
 
     def forward(self, x: Tensor, start: int = 0, cache: LayerCache | None = None,
-                window: int | None = None, update: bool = True,
-                grid: tuple[int, int, int] | None = None, output: bool = True,
-                tables: tuple[Any, Any] = (None, None)) -> Tensor | None:
+                window: int | None = None, update: bool = True, output: bool = True, *,
+                tables: tuple[Any, Any]) -> Tensor | None:
         """``output=False`` (a last block whose output nothing reads, updating a cache) stops
         once the temporal keys/values are in the cache: no temporal attention, no feed-forward;
-        returns None. ``tables``: the (grid, time) rotations when the caller has them."""
-        x = x + self.spatial(self.norm_spatial(x), grid, tables[0])
+        returns None. ``tables``: the (grid or None, time) rotations (``_rotation_tables``)."""
+        x = x + self.spatial(self.norm_spatial(x), tables[0])
         if not output:
             self.temporal(self.norm_temporal(x), start, cache, window, update, output=False, table=tables[1])
             return None
@@ -324,14 +318,14 @@ class STTransformer(nn.Module):
         tables = _rotation_tables(grid, position, x.shape[1], self.dim // self.heads, self.heads, x.device)
         if cache is None:
             for block in self.blocks:
-                x = block(x, start, None, window, grid=grid, tables=tables)
+                x = block(x, start, None, window, tables=tables)
             return self.norm_out(x)
         if cache.spatial and cache.spatial != x.shape[2]:
             raise ValueError(f"cache holds {cache.spatial} tokens per frame, input has {x.shape[2]}")
         win = cache.window if window is None else window
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            y = block(x, cache.position, cache.layer(i), win, update_cache, grid=grid, output=output or i < last,
+            y = block(x, cache.position, cache.layer(i), win, update_cache, output=output or i < last,
                       tables=tables)
             x = x if y is None else y
         if update_cache:
