@@ -84,6 +84,7 @@ class DynamicsStage(Stage):
 
     def prepare(self, data: Any) -> None:
         tok_path, lam_path = self._source("tokenizer"), self._source("lam")
+        # Name the token and action caches, and go into the state (a resume on others is refused).
         self._digests = {"tokenizer": file_digest(tok_path), "lam": file_digest(lam_path)}
         self.tokenizer = load_model(tok_path, "tokenizer", device=self.device, inference=True).requires_grad_(False)
         self.lam = load_model(lam_path, "lam", device=self.device).requires_grad_(False)
@@ -104,7 +105,7 @@ class DynamicsStage(Stage):
         if dyn.action_source == "truth":
             self.actions = torch.from_numpy(self._true_action_table())
         elif self.cfg.data.frame_stride == 1:
-            self.actions = torch.from_numpy(self._action_table(lam_path))  # (N,) int64
+            self.actions = torch.from_numpy(self._action_table())  # (N,) int64
 
     def input_digests(self) -> dict[str, str]:
         return dict(getattr(self, "_digests", {}))
@@ -138,7 +139,7 @@ class DynamicsStage(Stage):
     def _token_table(self, tok_path: Path) -> np.ndarray:
         """Ids of every frame of the frame cache, (N, h, w) int32, from per-video token files
         (``genie tokenize`` format) under ``<cache>/tokens/<tokenizer digest>/``."""
-        digest = file_digest(tok_path)
+        digest = self._digests["tokenizer"]
         root = self.cache.root / "tokens" / digest
         h, w = self.dyn_cfg.token_size
         table = np.zeros((len(self.cache.frames), h, w), np.int32)
@@ -174,10 +175,10 @@ class DynamicsStage(Stage):
         return encode_ids(self.tokenizer, windows, device=self.device, precision=self.precision,
                           batch_windows=BATCH_WINDOWS)[0]
 
-    def _action_table(self, lam_path: Path) -> np.ndarray:
+    def _action_table(self) -> np.ndarray:
         """Latent action at every frame of the frame cache (taking it to the next), (N,) int64;
         -1 at each video's last frame. Cached as ``<cache>/lam_actions/<lam digest>-<precision>.npz``."""
-        path = self.cache.root / "lam_actions" / f"{file_digest(lam_path)}-{self.precision}.npz"
+        path = self.cache.root / "lam_actions" / f"{self._digests['lam']}-{self.precision}.npz"
         N = len(self.cache.frames)
         if path.is_file():
             try:
