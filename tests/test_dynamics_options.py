@@ -307,19 +307,26 @@ def _action_clips(folder, count: int = 4, frames: int = 8, size: int = 16):
     return folder
 
 
+def _untrained_inputs(folder, cfg):
+    """An untrained tokenizer and 6-action LAM of ``cfg`` saved in ``folder``: their paths."""
+    from genie_core.models.lam import LatentActionModel
+    from genie_core.models.tokenizer import VideoTokenizer
+
+    torch.manual_seed(0)
+    tok, lam = folder / "tok.safetensors", folder / "lam.safetensors"
+    VideoTokenizer.from_config(cfg.tokenizer).save(tok)
+    LatentActionModel.from_config(dataclasses.replace(cfg.lam, resolution=(16, 16), num_actions=6)).save(lam)
+    return tok, lam
+
+
 def test_truth_world_trains_on_sidecar_actions_and_evaluates_with_them(tmp_path) -> None:
     from typer.testing import CliRunner
 
     from genie_cli.app import app
-    from genie_core.models.lam import LatentActionModel
     from genie_core.models.load import load_checkpoint
-    from genie_core.models.tokenizer import VideoTokenizer
 
     cfg = load_preset("tiny")
-    torch.manual_seed(0)
-    tok, lam = tmp_path / "tok.safetensors", tmp_path / "lam.safetensors"
-    VideoTokenizer.from_config(cfg.tokenizer).save(tok)
-    LatentActionModel.from_config(dataclasses.replace(cfg.lam, resolution=(16, 16), num_actions=6)).save(lam)
+    tok, lam = _untrained_inputs(tmp_path, cfg)
     data = _action_clips(tmp_path / "data")
     runner = CliRunner()
     args = ["train", "--data", str(data), "--preset", "tiny", "--stage", "dynamics", "--steps", "4",
@@ -362,14 +369,10 @@ def test_resume_refuses_a_dynamics_run_whose_tokenizer_changed(tmp_path) -> None
     from typer.testing import CliRunner
 
     from genie_cli.app import app
-    from genie_core.models.lam import LatentActionModel
     from genie_core.models.tokenizer import VideoTokenizer
 
     cfg = load_preset("tiny")
-    torch.manual_seed(0)
-    tok, lam = tmp_path / "tok.safetensors", tmp_path / "lam.safetensors"
-    VideoTokenizer.from_config(cfg.tokenizer).save(tok)
-    LatentActionModel.from_config(dataclasses.replace(cfg.lam, resolution=(16, 16), num_actions=6)).save(lam)
+    tok, lam = _untrained_inputs(tmp_path, cfg)
     data = _action_clips(tmp_path / "data")
     runner = CliRunner()
     args = ["train", "--data", str(data), "--preset", "tiny", "--stage", "dynamics", "--tokenizer", str(tok),
