@@ -12,6 +12,7 @@ torch RNG are re-derived every step, so resuming at step N continues exactly as 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -322,6 +323,13 @@ def train(cfg: GenieConfig, data_dir: str | os.PathLike, run_dir: str | os.PathL
         return results
     finally:
         if d.owns_group:
+            # The DDP wrappers' reducers hold the process group too. Freed after it is destroyed
+            # (with this frame's locals, under the GIL), the last reference runs the gloo group's
+            # destructor there, which joins worker threads that may be waiting for the GIL to
+            # release a finished collective's tensors: a hang at exit, seen once in a test run. Freeing
+            # them first leaves destroy_process_group the last reference.
+            run = stage_obj = None  # noqa: F841
+            gc.collect()
             dist.destroy_process_group()
 
 
