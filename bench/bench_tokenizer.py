@@ -9,10 +9,13 @@ the seed README's tokenizer (batch 4, 16 frames of 64x64, 2**18 and 2**10 codes)
 With ``--against-seed PATH`` (a checkout of the earlier port that the user names; nothing is
 downloaded), the seed README's configurations run through the port's own ``genie.VideoTokenizer``
 and through genie_core in alternating subprocesses (``--rounds`` of each, medians), with the
-perceptual loss off in both (the port imports torchvision for it; a stand-in package is put on
-its path when torchvision is missing) and the training step as the seed README writes it:
-``loss, aux = tokenizer(video); loss.backward()`` and an AdamW step over every parameter. The
-ratios printed are port time over genie time, both measured in this run.
+perceptual and GAN losses off in both (the port imports torchvision for the first, a stand-in
+package is put on its path when torchvision is missing; genie builds no discriminator, the port's
+GAN weight is 0) and the training step as the seed README writes it:
+``loss, aux = tokenizer(video); loss.backward()`` and an AdamW step over every parameter. Where
+the port's constructor requires ``dec_desc``, it gets the encoder's mirror in its own blocks
+(``_seed_dec_desc``), the same stages as genie's mirrored decoder. The ratios printed are port
+time over genie time, both measured in this run.
 
 Each (config, precision) runs in its own subprocess so that peak memory (ru_maxrss) is its own;
 the bf16/fp32 ratios are between subprocesses of this one run. Each worker first measures how
@@ -75,9 +78,27 @@ def _random_vgg16(home: Path) -> None:
     torch.save(state, home / "hub" / "checkpoints" / "vgg16-397923af.pth")
 
 
-def build(name: str, seed_path: str | None = None, perceptual: bool = True):
+# The encoder's mirror in the port's own block vocabulary, for versions of the port whose
+# constructor requires dec_desc (its MAGVIT2_DEC_DESC does not build there, and where it builds
+# it upsamples time 4x after this encoder's 2x). Same stages as genie's mirrored decoder below.
+def _seed_dec_desc(bits: int) -> tuple:
+    return (
+        ("causal", {"in_channels": bits, "out_channels": 256, "kernel_size": 3}),
+        ("residual", {"in_channels": 256, "out_channels": 128, "use_causal": True}),
+        ("spacetime_upsample", {"in_channels": 128, "time_factor": 2, "space_factor": 2, "kernel_size": 3}),
+        ("adaptive_group_norm", {"dim_cond": bits, "num_groups": 1, "num_channels": 128, "has_ext": True}),
+        ("residual", {"n_rep": 2, "in_channels": 128, "use_causal": True}),
+        ("residual", {"in_channels": 128, "out_channels": 64, "use_causal": True}),
+        ("residual", {"in_channels": 64, "use_causal": True}),
+        ("space_upsample", {"in_channels": 64, "factor": 2}),
+        ("proj_out", {"in_channels": 64, "out_channels": 3, "num_groups": 8, "kernel_size": 3}),
+    )
+
+
+def build(name: str, seed_path: str | None = None, perceptual: bool = True, gan: bool = True):
     """The config's tokenizer from genie_core, or with ``seed_path`` from the port's ``genie``
-    package (the same README arguments); ``perceptual`` False turns the VGG16 loss off."""
+    package (the same README arguments); ``perceptual`` False turns the VGG16 loss off, ``gan``
+    False builds no discriminator (genie) or sets the port's GAN weight to 0."""
     if seed_path is None:
         from genie_core.models.tokenizer import VideoTokenizer
     else:
@@ -87,15 +108,36 @@ def build(name: str, seed_path: str | None = None, perceptual: bool = True):
     bits = 18 if name == "seed-2^18" else 10
     enc = [list(b) for b in SEED_ENC_DESC]
     enc[-1] = ["proj_out", {**enc[-1][1], "out_channels": bits}]
-    if seed_path is not None:
-        enc = tuple((kind, dict(kw)) for kind, kw in enc)  # the README passes tuples
-    # The decoder mirrors the encoder on both sides: the README's MAGVIT2_DEC_DESC upsamples time
-    # 4x after this encoder's 2x, so it cannot reconstruct the input's shape.
-    return VideoTokenizer(enc_desc=enc, disc_kwargs=SEED_DISC, d_codebook=bits,
-                          n_codebook=1, lfq_bias=True, lfq_frac_sample=1.0, lfq_commit_weight=0.25,
-                          lfq_entropy_weight=0.1, lfq_diversity_weight=1.0,
-                          perceptual_model="vgg16" if perceptual else None,
-                          gan_discriminate="frames", gan_frames_per_batch=4)
+    kw = dict(d_codebook=bits, n_codebook=1, lfq_bias=True, lfq_frac_sample=1.0, lfq_commit_weight=0.25,
+              lfq_entropy_weight=0.1, lfq_diversity_weight=1.0, gan_discriminate="frames",
+              gan_frames_per_batch=4)
+    if seed_path is None:
+        # The decoder mirrors the encoder on both sides: the README's MAGVIT2_DEC_DESC upsamples
+        # time 4x after this encoder's 2x, so it cannot reconstruct the input's shape.
+        return VideoTokenizer(enc_desc=enc, disc_kwargs=SEED_DISC if gan else None,
+                              perceptual_model="vgg16" if perceptual else None, **kw)
+    import inspect
+
+    import torch.nn as nn
+
+    enc = tuple((kind, dict(kwargs)) for kind, kwargs in enc)  # the README passes tuples
+    params = inspect.signature(VideoTokenizer.__init__).parameters
+    if "dec_desc" in params and params["dec_desc"].default is inspect.Parameter.empty:
+        kw["dec_desc"] = _seed_dec_desc(bits)
+    if not perceptual and "perc_loss_weight" in params:
+        kw["perc_loss_weight"] = 0.0
+    if not gan and "gan_loss_weight" in params:
+        kw["gan_loss_weight"] = 0.0
+    model = VideoTokenizer(enc_desc=enc, disc_kwargs=SEED_DISC, **kw)
+
+    class _Zero(nn.Module):  # the port calls its switched-off criteria (nn.Identity) with keywords
+        def forward(self, *args, **kwargs):
+            return next(model.parameters()).new_zeros(())
+
+    for attr in ("gan_crit", "perc_crit"):
+        if isinstance(getattr(model, attr, None), nn.Identity):
+            setattr(model, attr, _Zero())
+    return model
 
 
 def _seed_tokenizer_class(seed_path: str):
@@ -108,11 +150,21 @@ def _seed_tokenizer_class(seed_path: str):
         import torchvision  # noqa: F401
     except ImportError:
         stub = Path(tempfile.mkdtemp(prefix="torchvision_stub_"))
-        (stub / "torchvision" / "models").mkdir(parents=True)
-        (stub / "torchvision" / "__init__.py").write_text("from . import models\n")
-        (stub / "torchvision" / "models" / "__init__.py").write_text(
-            "def _missing(*a, **k):\n    raise ImportError('torchvision stand-in: perceptual loss is off')\n"
-            "get_model = get_model_weights = vgg16 = VGG16_Weights = _missing\n")
+        # Every name of every submodule the port (or lightning's torchmetrics, which the port
+        # imports) asks for resolves to a callable that raises: nothing of torchvision runs.
+        missing = ("def _missing(*a, **k):\n    raise ImportError('torchvision stand-in: perceptual loss is off')\n"
+                   "def __getattr__(name):\n    if name.startswith('__'):\n        raise AttributeError(name)\n"
+                   "    return _missing\n")
+        subs = ("models", "transforms", "ops", "datasets", "io", "utils")
+        (stub / "torchvision").mkdir()
+        (stub / "torchvision" / "__init__.py").write_text(
+            "".join(f"from . import {m}\n" for m in subs) + "__version__ = '0.0.0+stand-in'\n" + missing)
+        for m in subs:
+            (stub / "torchvision" / f"{m}.py").write_text(missing)
+        (stub / "torchvision" / "transforms.py").unlink()
+        (stub / "torchvision" / "transforms").mkdir()
+        (stub / "torchvision" / "transforms" / "__init__.py").write_text("from . import functional\n" + missing)
+        (stub / "torchvision" / "transforms" / "functional.py").write_text(missing)
         sys.path.insert(0, str(stub))
     sys.path.insert(0, str(root))
     import genie
@@ -162,8 +214,9 @@ def worker(name: str, precision: str, reps: int, threads: int, device: str, impl
     _, default_batch, default_frames = CONFIGS[name]
     batch, frames = batch or default_batch, frames or default_frames
     against = seed_path is not None  # both sides timed the seed README's way, perceptual off
-    model = build(name, seed_path if impl == "seed" else None, perceptual=not against).to(dev)
-    size = model.config.disc.inp_size if model.config.disc else (64, 64)
+    model = build(name, seed_path if impl == "seed" else None, perceptual=not against, gan=not against).to(dev)
+    disc = getattr(getattr(model, "config", None), "disc", None)
+    size = disc.inp_size if disc else (64, 64)
     video = (torch.rand(batch, 3, frames, *size, device=dev) * 2 - 1)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
