@@ -21,6 +21,35 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(1)
 
 
+DDP_DEADLINE_S = 600.0  # a two-rank tiny run takes well under a minute; a hang fails, not stalls
+
+
+@pytest.fixture
+def spawn_ranks() -> Callable[..., None]:
+    """``torch.multiprocessing.spawn`` with a deadline: a worker that hangs (a collective that
+    never completes, or a process group's teardown deadlocking at exit) fails the test after
+    ``seconds`` and is killed, instead of stopping the whole test run. A worker's exception is
+    raised as ``spawn`` raises it."""
+
+    def run(fn: Callable[..., None], args: tuple, nprocs: int = 2, seconds: float = DDP_DEADLINE_S) -> None:
+        import time
+
+        import torch.multiprocessing as mp
+
+        ctx = mp.spawn(fn, args=args, nprocs=nprocs, join=False)
+        deadline = time.monotonic() + seconds
+        while not ctx.join(timeout=2):
+            if time.monotonic() > deadline:
+                alive = [i for i, p in enumerate(ctx.processes) if p.is_alive()]
+                for p in ctx.processes:
+                    if p.is_alive():
+                        p.kill()
+                    p.join(5)
+                pytest.fail(f"DDP ranks {alive} of {nprocs} still running after {seconds:.0f} s: a hang (killed)")
+
+    return run
+
+
 def synthetic_frames(frames: int = 8, size: tuple[int, int] = (64, 64), seed: int = 0) -> np.ndarray:
     """uint8 (T, H, W, 3): a bright square moving diagonally over a colour gradient. Smooth
     background plus one sharp object: survives lossy codecs and has real motion."""

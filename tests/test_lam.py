@@ -513,24 +513,23 @@ def _lam_ddp_worker(rank: int, world: int, port: int, data: str, out: str,
     train_mod.train(cfg, data, out, stage="lam", device="cpu")
 
 
-def _run_lam_ddp(tmp_path: Path, overrides: tuple[str, ...]) -> tuple[dict, dict]:
+def _run_lam_ddp(spawn_ranks, tmp_path: Path, overrides: tuple[str, ...]) -> tuple[dict, dict]:
     import socket
 
-    import torch.multiprocessing as mp
     from safetensors.torch import load_file
 
     data = write_action_clips(tmp_path / "data", count=8)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_lam_ddp_worker, args=(2, port, str(data), str(tmp_path / "run"), overrides), nprocs=2)
+    spawn_ranks(_lam_ddp_worker, (2, port, str(data), str(tmp_path / "run"), overrides))
     return load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
 
 
 @pytest.mark.slow
-def test_ddp_ranks_keep_the_same_codebook(tmp_path):
+def test_ddp_ranks_keep_the_same_codebook(spawn_ranks, tmp_path):
     """Codebook init (k-means), EMA updates and dead-code resets are synchronised across ranks."""
-    w0, w1 = _run_lam_ddp(tmp_path, ("train.lam.steps=4", "train.lam.eval_every=4",
+    w0, w1 = _run_lam_ddp(spawn_ranks, tmp_path, ("train.lam.steps=4", "train.lam.eval_every=4",
                                      "lam.continuous_steps=1",
                                      "lam.dead_code_fraction=0.9"))  # resets on most steps
     assert bool(w0["vq.initialized"])
@@ -538,11 +537,11 @@ def test_ddp_ranks_keep_the_same_codebook(tmp_path):
         assert torch.equal(w0[key], w1[key]), key
 
 
-def test_ddp_learned_codebook_through_the_continuous_phase(tmp_path):
+def test_ddp_learned_codebook_through_the_continuous_phase(spawn_ranks, tmp_path):
     """A learned (non-EMA) codebook gets no gradient while the decoder is fed the continuous
     latent: two gloo ranks still train through that phase and into the quantised one, and end
     with the same weights (the codebook trained by its loss once quantisation starts)."""
-    w0, w1 = _run_lam_ddp(tmp_path, ("train.lam.steps=3", "train.lam.eval_every=3",
+    w0, w1 = _run_lam_ddp(spawn_ranks, tmp_path, ("train.lam.steps=3", "train.lam.eval_every=3",
                                      "train.lam.save_every=3", "lam.codebook_ema=0",
                                      "lam.continuous_steps=2"))
     assert "vq.ema_sum" not in w0 and bool(w0["vq.initialized"])

@@ -305,10 +305,24 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
     train(toy_cfg(steps=3, eval_every=3), data, out, device="cpu")
 
 
-def test_ddp_two_processes_identical_weights(clips, tmp_path):
-    import torch.multiprocessing as mp
+def _hanging_worker(rank: int) -> None:
+    import time
 
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(clips), str(tmp_path / "run")), nprocs=2)
+    time.sleep(3600)
+
+
+def test_spawn_ranks_turns_a_hang_into_a_failure(spawn_ranks):
+    """The DDP tests' deadline works: a rank that never returns fails the test and is killed."""
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match="still running after 3 s"):
+        spawn_ranks(_hanging_worker, (), nprocs=1, seconds=3)
+    assert time.monotonic() - t0 < 60
+
+
+def test_ddp_two_processes_identical_weights(clips, tmp_path, spawn_ranks):
+    spawn_ranks(_ddp_worker, (2, _free_port(), str(clips), str(tmp_path / "run")))
     w0, w1 = weights(tmp_path / "rank0.safetensors"), weights(tmp_path / "rank1.safetensors")
     for key in w0:
         assert torch.equal(w0[key], w1[key]), key
