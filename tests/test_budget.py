@@ -223,3 +223,53 @@ def test_cli_minutes_sets_every_stage_budget(toy, clips, tmp_path, clock):
     assert "time budget 0.25 min" in result.output
     bad = cli("--preset", "tiny", "--data", str(clips), "--out", str(tmp_path / "bad"), "--minutes", "-3")
     assert bad.exit_code == 2 and "Traceback" not in bad.output and not (tmp_path / "bad").exists()
+
+
+# ---- DDP: two ranks whose clocks disagree ---------------------------------------------------------
+
+def _ddp_budget_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    stages._REGISTRY["tokenizer"] = ToyStage
+    # Rank 1's clock runs three times as fast as rank 0's: alone, each rank would stop at its own
+    # step, and the first to stop would leave the other waiting in a collective for ever.
+    state, tick = {"now": 0.0}, 1.0 if rank == 0 else 3.0
+
+    def perf_counter() -> float:
+        state["now"] += tick
+        return state["now"]
+
+    train_mod.time = types.SimpleNamespace(perf_counter=perf_counter)
+    original = train_mod.run_loop
+
+    def run_loop(run, stop_at=None):
+        result = original(run, stop_at)
+        save_file({k: v.contiguous() for k, v in run.model.state_dict().items()},
+                  str(Path(out).parent / f"rank{rank}.safetensors"))
+        (Path(out).parent / f"step{rank}.txt").write_text(str(run.step))
+        return result
+
+    train_mod.run_loop = run_loop
+    train(budget_cfg(minutes=0.5), data, out, device="cpu")
+
+
+def test_ddp_ranks_stop_a_budgeted_stage_at_the_same_step(clips, tmp_path, spawn_ranks):
+    import socket
+
+    import torch
+    from safetensors.torch import load_file
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spawn_ranks(_ddp_budget_worker, (2, port, str(clips), str(tmp_path / "run")))
+    steps = [int((tmp_path / f"step{r}.txt").read_text()) for r in (0, 1)]
+    assert steps[0] == steps[1] and 2 < steps[0] < 1000, steps  # stopped by the budget, together
+    w0, w1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    info = json.loads(read_metadata(tmp_path / "run" / "tokenizer" / "state.safetensors")["train_state"])
+    assert info["finished_by"] == "budget" and info["step"] == steps[0]
