@@ -160,8 +160,8 @@ def _seed_tokenizer_class(seed_path: str):
         (stub / "torchvision" / "__init__.py").write_text(
             "".join(f"from . import {m}\n" for m in subs) + "__version__ = '0.0.0+stand-in'\n" + missing)
         for m in subs:
-            (stub / "torchvision" / f"{m}.py").write_text(missing)
-        (stub / "torchvision" / "transforms.py").unlink()
+            if m != "transforms":  # a package, for transforms.functional
+                (stub / "torchvision" / f"{m}.py").write_text(missing)
         (stub / "torchvision" / "transforms").mkdir()
         (stub / "torchvision" / "transforms" / "__init__.py").write_text("from . import functional\n" + missing)
         (stub / "torchvision" / "transforms" / "functional.py").write_text(missing)

@@ -21,7 +21,7 @@ from genie_core.training.optim import learning_rate
 from genie_core.training.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train import ToyStage, cli, moving_square_clips, toy_cfg  # noqa: E402
+from test_train import ToyStage, _free_port, cli, moving_square_clips, toy_cfg  # noqa: E402
 
 # ---- the estimate ---------------------------------------------------------------------------------
 
@@ -258,15 +258,10 @@ def _ddp_budget_worker(rank: int, world: int, port: int, data: str, out: str) ->
 
 
 def test_ddp_ranks_stop_a_budgeted_stage_at_the_same_step(clips, tmp_path, spawn_ranks):
-    import socket
-
     import torch
     from safetensors.torch import load_file
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    spawn_ranks(_ddp_budget_worker, (2, port, str(clips), str(tmp_path / "run")))
+    spawn_ranks(_ddp_budget_worker, (2, _free_port(), str(clips), str(tmp_path / "run")))
     steps = [int((tmp_path / f"step{r}.txt").read_text()) for r in (0, 1)]
     assert steps[0] == steps[1] and 2 < steps[0] < 1000, steps  # stopped by the budget, together
     w0, w1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
