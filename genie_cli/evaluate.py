@@ -48,6 +48,7 @@ def evaluate(
     temperature: opt.Temperature = None,
     unmask: opt.Unmask = None,
     keep_bias: opt.KeepBias = None,
+    top_p: opt.TopP = None,
     render: opt.Render = None,
     batch: Annotated[int, typer.Option("--batch", help="Clips per rollout batch.", min=1)] = 8,
     seed: opt.Seed = 0,
@@ -98,7 +99,7 @@ def evaluate(
     else:
         fail(f"not found: {clips}")
     game = open_world(world, preset, overrides, device, precision, threads, seed)
-    set_sampling(game, steps, temperature, render, unmask=unmask, keep_bias=keep_bias)
+    set_sampling(game, steps, temperature, render, unmask=unmask, keep_bias=keep_bias, top_p=top_p)
     length = prompt_frames + horizon
     check_evaluation_memory(game, num_clips, length, batch)
     unreadable: list[Path] = []

@@ -78,6 +78,13 @@ def finite(value: Optional[float]) -> Optional[float]:
     return value
 
 
+def _share(value: Optional[float]) -> Optional[float]:
+    """Option callback: a number in (0, 1]."""
+    if value is not None and not 0 < value <= 1:  # also refuses nan
+        raise typer.BadParameter(f"must be in (0, 1], got {value}")
+    return value
+
+
 Temperature = Annotated[Optional[float], typer.Option(
     "--temperature", help="Sampling temperature on the logits; 0 is greedy (default: the world's).",
     min=0.0, callback=finite)]
@@ -85,6 +92,10 @@ UnmaskName = Literal["confidence", "random"]
 Unmask = Annotated[Optional[UnmaskName], typer.Option(
     "--unmask", help="MaskGIT: keep the most confident sampled tokens each round, or a random "
     "subset (default: the world's).")]
+TopP = Annotated[Optional[float], typer.Option(
+    "--top-p", help="Nucleus sampling: draw each token only from its most likely ids whose "
+    "probabilities add up to this; 1: the whole distribution (default: the world's).",
+    callback=_share)]
 KeepBias = Annotated[Optional[float], typer.Option(
     "--keep-bias", help="Added to the logit of each token's id in the previous frame: a prior "
     "that the world stays as it is where the model is unsure; 0: none (default: the world's).",

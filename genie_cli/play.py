@@ -45,6 +45,7 @@ def play(
     temperature: opt.Temperature = None,
     unmask: opt.Unmask = None,
     keep_bias: opt.KeepBias = None,
+    top_p: opt.TopP = None,
     render: opt.Render = None,
     seed: opt.Seed = 0,
     fps: Annotated[Optional[float], typer.Option(
@@ -122,7 +123,7 @@ def play(
     if bad:
         fail(f"--actions: latent action ids must be in 0..{game.num_actions - 1}, got "
              f"{', '.join(map(str, bad))}")
-    set_sampling(game, steps, temperature, render, unmask=unmask, keep_bias=keep_bias)
+    set_sampling(game, steps, temperature, render, unmask=unmask, keep_bias=keep_bias, top_p=top_p)
     game.use_cache = not no_cache
     game.use_compile = compile_
     max_prompt = game.dynamics.context_frames - 1  # room for the frame being generated

@@ -134,3 +134,29 @@ def test_keep_bias_with_a_cache_needs_the_previous_ids() -> None:
         dyn.generate_next(cache, torch.zeros(1, dtype=torch.long), keep_bias=1.0)
     out = dyn.generate_next(dyn.prefill(ids), torch.zeros(1, dtype=torch.long), keep_bias=1e4, previous=ids[:, 0])
     torch.testing.assert_close(out, ids[:, 0], rtol=0, atol=0)
+
+
+# ---- sampling.top_p: nucleus sampling ------------------------------------------------------
+
+@pytest.mark.parametrize("overrides", [(), ("dynamics.max_group_bits=3",)])
+def test_top_p_reaches_the_world_and_a_tiny_nucleus_is_greedy(overrides: tuple[str, ...]) -> None:
+    from genie_core.config.dynamics import SamplingConfig
+    from genie_core.models.world import World
+
+    torch.manual_seed(0)
+    world = World.from_preset("tiny", overrides)
+    world.precision = "fp32"
+    H, W = world.resolution
+    prompt = np.random.default_rng(5).integers(0, 256, (2, 1, H, W, 3), dtype=np.uint8)
+
+    def ids(**sampling: float) -> torch.Tensor:
+        world.rollout(prompt, [0, 1, 2], seed=1, **sampling)
+        return world.session_ids().clone()
+
+    # every bit group's digit greedy: the same ids as temperature 0, whatever the seed
+    torch.testing.assert_close(ids(top_p=1e-6), ids(temperature=0.0), rtol=0, atol=0)
+    torch.testing.assert_close(ids(top_p=1.0), ids(), rtol=0, atol=0)  # 1: today's samples
+    assert not torch.equal(ids(), ids(temperature=0.0))  # the tiny world does sample
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="top_p"):
+            SamplingConfig(top_p=bad)

@@ -420,6 +420,8 @@ def test_atomic_write_turns_write_errors_into_output_errors(tmp_path: Path) -> N
     (["play", "--prompt", "x.png", "--fps", "inf"], "--fps"),
     (["evaluate", "clips", "--temperature", "nan"], "--temperature"),
     (["evaluate", "clips", "--clips", "0"], "--clips"),
+    (["evaluate", "clips", "--top-p", "0"], "--top-p"),
+    (["play", "--prompt", "x.png", "--top-p", "1.5"], "--top-p"),
     (["infer-actions", "x.mp4", "--window", "1"], "--window"),
     (["infer-actions", "x.mp4", "--threads", "-1"], "--threads"),
     (["tokenize", "x.mp4"], "--output"),  # missing -o

@@ -162,3 +162,31 @@ def test_steps_beyond_the_masked_count_change_nothing(schedule: str, unmask: str
         out, more_calls = run(steps)
         assert torch.equal(out, capped), steps
         assert more_calls == calls <= most
+
+
+def test_nucleus_draws_only_the_ids_that_make_up_top_p() -> None:
+    # Row probabilities 0.5, 0.3, 0.15, 0.05: top_p 0.7 keeps {0, 1} (0.5 < 0.7 <= 0.8), top_p 0.5
+    # keeps {0} only, and the draw frequencies within the nucleus follow the renormalised model.
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = probs.log().expand(20000, 4)
+    g = torch.Generator().manual_seed(0)
+    ids = sample_logits(logits, 1.0, g, top_p=0.7)
+    counts = torch.bincount(ids, minlength=4).float() / ids.numel()
+    assert counts[2] == 0 and counts[3] == 0
+    assert abs(counts[0].item() - 0.5 / 0.8) < 0.02
+    assert (sample_logits(logits, 1.0, g, top_p=0.5) == 0).all()
+    full = torch.bincount(sample_logits(logits, 1.0, g, top_p=1.0), minlength=4).float() / ids.numel()
+    assert full[3] > 0.03  # the whole distribution still reaches the tail
+
+
+def test_top_p_one_is_todays_sampling_and_tiny_top_p_is_greedy() -> None:
+    inputs, logits = _inputs(), _fixed_logits()
+
+    def run(**kw: float) -> torch.Tensor:
+        return decode(inputs, torch.Generator().manual_seed(3), lambda t: logits, steps=4, unmask="random", **kw)
+
+    assert torch.equal(run(), run(top_p=1.0))
+    greedy = torch.where(inputs == MASK_ID, logits.argmax(-1), inputs)
+    assert torch.equal(run(top_p=1e-6), greedy)
+    with pytest.raises(ValueError, match="top_p"):
+        run(top_p=0.0)

@@ -41,12 +41,18 @@ class SamplingConfig:
     # id; with the vocabulary split into G bit groups, each group's digit gets it, so about
     # exp(G * keep_bias) for the whole id). 0: the model's own distribution.
     keep_bias: float = 0.0
+    # Nucleus sampling: each token (each bit group's digit) is drawn only from its most likely ids
+    # whose probabilities add up to top_p, so the long tail of unlikely ids, which over 256 tokens
+    # a frame changes some token somewhere at every step, is never drawn. 1: the whole distribution.
+    top_p: float = 1.0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"sampling.steps must be >= 1, got {self.steps}")
         if self.temperature < 0:
             raise ValueError(f"sampling.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
         if not math.isfinite(self.keep_bias):
             raise ValueError(f"sampling.keep_bias must be a finite number, got {self.keep_bias}")
         if self.render not in ("tokens", "replenish"):

@@ -308,7 +308,7 @@ class DynamicsModel(nn.Module, Checkpointable):
         ``receptive_frames`` frames can reach the new one, so only those are run, each with its
         real action). Both give the same logits. ``action`` (B,) takes the last context frame
         to the new one. ``sampling`` defaults to the config's; keyword ``overrides`` (steps,
-        temperature, schedule, unmask, choice_temperature) replace single fields. ``prompt``
+        temperature, schedule, unmask, choice_temperature, top_p) replace single fields. ``prompt``
         (B, h, w) may fix some tokens of the new frame (MASK_ID elsewhere). ``sampling.keep_bias``
         is added to the logit of each token's id in the last context frame: ``previous`` (B, h, w),
         which a KVCache context needs (the cache holds no ids); ids context gives it itself.
@@ -340,7 +340,7 @@ class DynamicsModel(nn.Module, Checkpointable):
                                             self.group_bits, sampling.keep_bias)
         new = decode(start, generator, tokens_to_logits, steps=sampling.steps, temperature=sampling.temperature,
                      schedule=sampling.schedule, unmask=sampling.unmask,
-                     choice_temperature=sampling.choice_temperature)
+                     choice_temperature=sampling.choice_temperature, top_p=sampling.top_p)
         new = rearrange(new, "b (h w) -> b h w", h=h)
         if isinstance(context, KVCache):
             self.prefill(new[:, None], action[:, None], cache=context)  # commit the frame

@@ -45,13 +45,25 @@ def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator
     return (-torch.log(-torch.log(u))).to(device)
 
 
-def sample_logits(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
-    """One id per row of logits (..., V) from softmax(logits / T); T = 0 is greedy."""
-    return _sample(logits, temperature, generator, need_logp=False)[0]
+def sample_logits(logits: Tensor, temperature: float, generator: torch.Generator | None,
+                  top_p: float = 1.0) -> Tensor:
+    """One id per row of logits (..., V) from softmax(logits / T); T = 0 is greedy. ``top_p`` < 1
+    draws from the nucleus only: the most likely ids whose probability adds up to ``top_p``."""
+    return _sample(logits, temperature, generator, need_logp=False, top_p=top_p)[0]
+
+
+def nucleus(probs: Tensor, top_p: float) -> Tensor:
+    """``probs`` (..., V) with every id outside the row's nucleus set to 0 (not renormalised):
+    the nucleus is the fewest most likely ids whose probabilities add up to at least ``top_p``
+    (always at least the most likely one)."""
+    ordered, order = probs.sort(dim=-1, descending=True)
+    before = ordered.cumsum(-1) - ordered  # mass of the more likely ids
+    ordered = ordered.masked_fill(before >= top_p, 0.0)
+    return torch.zeros_like(probs).scatter_(-1, order, ordered)
 
 
 def _sample(logits: Tensor, temperature: float, generator: torch.Generator | None,
-            need_logp: bool = True) -> tuple[Tensor, Tensor | None]:
+            need_logp: bool = True, top_p: float = 1.0) -> tuple[Tensor, Tensor | None]:
     """(ids, log p(id) under the UNtempered logits) for logits (..., V).
 
     Inverse-CDF sampling: softmax, cumulative sum, one uniform per row, binary search. It needs
@@ -65,7 +77,8 @@ def _sample(logits: Tensor, temperature: float, generator: torch.Generator | Non
         logp = lf.gather(-1, ids[..., None])[..., 0] - torch.logsumexp(lf, -1) if need_logp else None
         return ids, logp
     probs = torch.softmax(lf / temperature if temperature != 1 else lf, dim=-1)
-    cdf = probs.cumsum(-1)  # (..., V)
+    drawn_from = nucleus(probs, top_p) if top_p < 1 else probs
+    cdf = drawn_from.cumsum(-1)  # (..., V); u * total renormalises a nucleus
     gen_device = generator.device if generator is not None else torch.device("cpu")
     u = torch.rand(cdf.shape[:-1] + (1,), generator=generator, device=gen_device).to(cdf.device)
     ids = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)[..., 0].clamp_(max=lf.shape[-1] - 1)
@@ -85,7 +98,7 @@ def _as_groups(logits: Logits) -> list[Tensor]:
 @torch.no_grad()
 def decode(inputs: Tensor, generator: torch.Generator | None, tokens_to_logits: LogitsFn, *,
            steps: int = 8, temperature: float = 1.0, schedule: str = "cosine",
-           unmask: str = "confidence", choice_temperature: float = 0.0) -> Tensor:
+           unmask: str = "confidence", choice_temperature: float = 0.0, top_p: float = 1.0) -> Tensor:
     """Fill every ``MASK_ID`` position of ``inputs`` (B, N) in ``steps`` rounds; return (B, N) ids.
 
     Each round: sample every masked position from softmax(logits / ``temperature``) of
@@ -94,7 +107,8 @@ def decode(inputs: Tensor, generator: torch.Generator | None, tokens_to_logits: 
     log-probability of the sampled id under the untempered logits) or a random subset
     (``"random"``) so that a fraction ``schedule(step / steps)`` of the initially masked positions
     stays masked; the last round keeps everything. ``choice_temperature`` adds MaskGIT's
-    Gumbel noise to the confidences, annealed linearly to 0 over the rounds.
+    Gumbel noise to the confidences, annealed linearly to 0 over the rounds. ``top_p`` < 1 samples
+    each position (each bit group's digit where the logits are factorised) from its nucleus only.
 
     Every round but the last fixes at least one token, so ``steps`` is capped at the largest
     number of masked positions in a row: more rounds than that would only redraw the same last
@@ -104,6 +118,8 @@ def decode(inputs: Tensor, generator: torch.Generator | None, tokens_to_logits: 
         raise ValueError(f"decode expects (B, N) ids, got shape {tuple(inputs.shape)}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if unmask not in ("confidence", "random"):
         raise ValueError(f"unknown unmasking rule {unmask!r} (use confidence or random)")
     mask_schedule(schedule, 0.0)  # validate the name before any work
@@ -118,7 +134,7 @@ def decode(inputs: Tensor, generator: torch.Generator | None, tokens_to_logits: 
         # Sample only where masked: (M, V_g) rows; later rounds have few left.
         groups = [g[masked] for g in _as_groups(tokens_to_logits(tokens))]
         need_logp = unmask == "confidence" and step < steps - 1
-        draws = [_sample(g, temperature, generator, need_logp) for g in groups]  # each (M,)
+        draws = [_sample(g, temperature, generator, need_logp, top_p) for g in groups]  # each (M,)
         ids = torch.zeros_like(draws[0][0])
         radix = 1
         for (digit, _), g in zip(draws, groups):  # mixed radix, digit 0 least significant

@@ -134,7 +134,7 @@ class PlaySession:
              **sampling: Any) -> np.ndarray:
         """Generate the frame that latent ``action`` (an int, or one per batch row) leads to;
         returns it as uint8 (B, H, W, 3). ``sampling`` overrides single fields of
-        ``self.world.sampling`` (steps, temperature, schedule, unmask, choice_temperature)."""
+        ``self.world.sampling`` (steps, temperature, schedule, unmask, choice_temperature, top_p, ...)."""
         if self._prompt_frames is None:
             raise GenieError("no prompt: call encode_prompt(frames) first")
         B = self._prompt_frames.shape[0]
