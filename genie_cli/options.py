@@ -78,8 +78,8 @@ def finite(value: Optional[float]) -> Optional[float]:
     return value
 
 
-def _share(value: Optional[float]) -> Optional[float]:
-    """Option callback: a number in (0, 1]."""
+def fraction(value: Optional[float]) -> Optional[float]:
+    """Option callback: a fraction in (0, 1] (a range check would let 0 and nan through)."""
     if value is not None and not 0 < value <= 1:  # also refuses nan
         raise typer.BadParameter(f"must be in (0, 1], got {value}")
     return value
@@ -95,7 +95,7 @@ Unmask = Annotated[Optional[UnmaskName], typer.Option(
 TopP = Annotated[Optional[float], typer.Option(
     "--top-p", help="Nucleus sampling: draw each token only from its most likely ids whose "
     "probabilities add up to this; 1: the whole distribution (default: the world's).",
-    callback=_share)]
+    callback=fraction)]
 KeepBias = Annotated[Optional[float], typer.Option(
     "--keep-bias", help="Added to the logit of each token's id in the previous frame: a prior "
     "that the world stays as it is where the model is unsure; 0: none (default: the world's).",
